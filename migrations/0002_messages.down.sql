@@ -1,0 +1,3 @@
+DROP TABLE IF EXISTS decryption_audit;
+DROP TABLE IF EXISTS message_encryption_metadata;
+DROP TABLE IF EXISTS messages;

@@ -1,0 +1,96 @@
+import { fileURLToPath } from 'node:url';
+import { existsSync } from 'node:fs';
+import { Piscina } from 'piscina';
+import { openBatch, sealBatch, type OpenJob, type SealJob, type SealOutput } from '../crypto/batch.js';
+import { NonceSource } from '../crypto/nonce.js';
+import { NONCE_BYTES, TAG_BYTES } from '../crypto/aead.js';
+import { ConversationKeyCache, type KeyRef } from '../keys/conversation-keys.js';
+import type { MasterKeyring } from '../keys/keyring.js';
+
+export type { KeyRef, SealJob, OpenJob, SealOutput };
+
+export interface MessageCipherOptions {
+  keyring: MasterKeyring;
+  /** Worker threads; 0 runs everything inline on the calling thread. */
+  poolSize: number;
+  /** Batches of at most this many jobs run inline (a pool round trip costs more than small batches). */
+  inlineMax: number;
+}
+
+const WORKER_TS = fileURLToPath(new URL('../../workers/crypto-worker.ts', import.meta.url));
+const WORKER_JS = WORKER_TS.replace(/\.ts$/, '.js');
+
+/** Raised when a worker's reply does not have the shape of the task it was given. */
+export class WorkerReplyError extends Error {}
+
+/**
+ * "Encrypt this for conversation c": the message service's only view of cryptography. Callers pass
+ * key references and bytes; key material stays here and in the workers (Tink's Aead, batched).
+ */
+export class MessageCipher {
+  readonly #keys: ConversationKeyCache;
+  readonly #nonces = new NonceSource();
+  readonly #pool: Piscina | undefined;
+  readonly #inlineMax: number;
+  readonly #resolve: (ref: KeyRef) => ReturnType<ConversationKeyCache['get']>;
+
+  constructor(options: MessageCipherOptions) {
+    this.#keys = new ConversationKeyCache(options.keyring);
+    this.#resolve = (ref) => this.#keys.get(ref);
+    this.#inlineMax = options.inlineMax;
+    if (options.poolSize > 0) {
+      const compiled = existsSync(WORKER_JS);
+      this.#pool = new Piscina({
+        filename: compiled ? WORKER_JS : WORKER_TS,
+        minThreads: options.poolSize,
+        maxThreads: options.poolSize,
+        idleTimeout: 60_000,
+        workerData: { masterKeys: options.keyring.exportForWorkers() },
+        // TypeScript worker files load through tsx, in tests and in production alike.
+        execArgv: compiled ? [] : ['--import', 'tsx'],
+      });
+    }
+  }
+
+  get poolSize(): number {
+    return this.#pool?.threads.length ?? 0;
+  }
+
+  get pool(): Piscina | undefined {
+    return this.#pool;
+  }
+
+  async seal(jobs: SealJob<KeyRef>[]): Promise<SealOutput[]> {
+    if (jobs.length === 0) return [];
+    if (!this.#pool || jobs.length <= this.#inlineMax) return sealBatch(jobs, this.#resolve, this.#nonces);
+    const reply: unknown = await this.#pool.run({ op: 'seal', jobs });
+    if (!Array.isArray(reply) || reply.length !== jobs.length) throw new WorkerReplyError('seal: reply length mismatch');
+    return reply.map((r: unknown) => {
+      const o = r as Partial<Record<keyof SealOutput, unknown>>;
+      if (!(o?.nonce instanceof Uint8Array) || o.nonce.length !== NONCE_BYTES) throw new WorkerReplyError('seal: bad nonce');
+      if (!(o.tag instanceof Uint8Array) || o.tag.length !== TAG_BYTES) throw new WorkerReplyError('seal: bad tag');
+      if (!(o.ciphertext instanceof Uint8Array)) throw new WorkerReplyError('seal: bad ciphertext');
+      return { nonce: toBuffer(o.nonce), tag: toBuffer(o.tag), ciphertext: toBuffer(o.ciphertext) };
+    });
+  }
+
+  /** Plaintext bytes per job, or null where the tag does not verify or the master key is not held. */
+  async open(jobs: OpenJob<KeyRef>[]): Promise<(Buffer | null)[]> {
+    if (jobs.length === 0) return [];
+    if (!this.#pool || jobs.length <= this.#inlineMax) return openBatch(jobs, this.#resolve);
+    const reply: unknown = await this.#pool.run({ op: 'open', jobs });
+    if (!Array.isArray(reply) || reply.length !== jobs.length) throw new WorkerReplyError('open: reply length mismatch');
+    return reply.map((r: unknown) => {
+      if (r === null) return null;
+      if (!(r instanceof Uint8Array)) throw new WorkerReplyError('open: bad plaintext');
+      return toBuffer(r);
+    });
+  }
+
+  async close(): Promise<void> {
+    this.#keys.clear();
+    await this.#pool?.destroy();
+  }
+}
+
+const toBuffer = (u: Uint8Array) => (Buffer.isBuffer(u) ? u : Buffer.from(u.buffer, u.byteOffset, u.byteLength));

@@ -1,0 +1,142 @@
+import { availableParallelism } from 'node:os';
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { randomBytes } from 'node:crypto';
+
+/** Raised for any invalid setting; the message names the variable and never its value. */
+export class ConfigError extends Error {
+  constructor(
+    readonly variable: string,
+    message: string,
+  ) {
+    super(`${variable}: ${message}`);
+    this.name = 'ConfigError';
+  }
+}
+
+export interface Config {
+  port: number;
+  host: string;
+  databaseUrl: string | undefined;
+  redisUrl: string | undefined;
+  /** Active master key first, then the decryption-only keys. */
+  masterKey: Buffer;
+  oldMasterKeys: Buffer[];
+  /** Where the master key came from, for the start-up log (never the key). */
+  masterKeySource: 'env' | 'dev-file-created' | 'dev-file';
+  authTokenSecret: Buffer | undefined;
+  authTokenTtlS: number;
+  cryptoPoolSize: number;
+  cryptoInlineMax: number;
+  maxMessageBytes: number;
+  wsMaxFrameBytes: number;
+  wsMaxBufferedBytes: number;
+  rateLimitSendPerMin: number;
+  dataDir: string;
+  searchEnabled: boolean;
+  production: boolean;
+  logLevel: string;
+}
+
+type Env = Record<string, string | undefined>;
+
+function intVar(env: Env, name: string, fallback: number, min: number, max: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw.trim() === '') return fallback;
+  if (!/^\d+$/.test(raw.trim())) throw new ConfigError(name, `must be a whole number between ${min} and ${max}`);
+  const value = Number(raw.trim());
+  if (value < min || value > max) throw new ConfigError(name, `must be between ${min} and ${max}`);
+  return value;
+}
+
+function boolVar(env: Env, name: string, fallback: boolean): boolean {
+  const raw = env[name]?.trim().toLowerCase();
+  if (raw === undefined || raw === '') return fallback;
+  if (['true', '1', 'yes', 'on'].includes(raw)) return true;
+  if (['false', '0', 'no', 'off'].includes(raw)) return false;
+  throw new ConfigError(name, 'must be true or false');
+}
+
+const BASE64 = /^[A-Za-z0-9+/]+={0,2}$/;
+
+/** Decodes a base64 master key of exactly 32 bytes; errors name the variable, never the value. */
+export function parseKey(name: string, raw: string): Buffer {
+  const text = raw.trim();
+  if (!BASE64.test(text) || text.length % 4 !== 0) throw new ConfigError(name, 'is not valid base64');
+  const key = Buffer.from(text, 'base64');
+  if (key.length !== 32) throw new ConfigError(name, `must decode to exactly 32 bytes (got ${key.length})`);
+  return key;
+}
+
+function urlVar(env: Env, name: string, protocols: string[]): string | undefined {
+  const raw = env[name]?.trim();
+  if (!raw) return undefined;
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new ConfigError(name, 'is not a valid URL');
+  }
+  if (!protocols.includes(url.protocol)) throw new ConfigError(name, `must use ${protocols.join(' or ')}`);
+  return raw;
+}
+
+function loadMasterKey(env: Env, dataDir: string, production: boolean): Pick<Config, 'masterKey' | 'masterKeySource'> {
+  const raw = env.ENCRYPTION_MASTER_KEY;
+  if (raw !== undefined && raw.trim() !== '') {
+    return { masterKey: parseKey('ENCRYPTION_MASTER_KEY', raw), masterKeySource: 'env' };
+  }
+  if (production) {
+    throw new ConfigError('ENCRYPTION_MASTER_KEY', 'is required when NODE_ENV=production (generate one with `sotalk keygen`)');
+  }
+  const file = join(dataDir, 'master.key');
+  if (existsSync(file)) {
+    return { masterKey: parseKey(`ENCRYPTION_MASTER_KEY (from ${file})`, readFileSync(file, 'utf8')), masterKeySource: 'dev-file' };
+  }
+  mkdirSync(dataDir, { recursive: true });
+  const key = randomBytes(32);
+  // 'wx' fails if another process created the file first; then we read theirs.
+  try {
+    writeFileSync(file, key.toString('base64') + '\n', { mode: 0o600, flag: 'wx' });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    return { masterKey: parseKey(`ENCRYPTION_MASTER_KEY (from ${file})`, readFileSync(file, 'utf8')), masterKeySource: 'dev-file' };
+  }
+  chmodSync(file, 0o600);
+  return { masterKey: key, masterKeySource: 'dev-file-created' };
+}
+
+export function loadConfig(env: Env = process.env): Config {
+  const production = env.NODE_ENV === 'production';
+  const dataDir = resolve(env.SOTALK_DATA_DIR?.trim() || './.sotalk');
+  const maxMessageBytes = intVar(env, 'MAX_MESSAGE_BYTES', 65536, 1, 16 * 1024 * 1024);
+  const oldKeys = (env.ENCRYPTION_OLD_MASTER_KEYS ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '')
+    .map((s, i) => parseKey(`ENCRYPTION_OLD_MASTER_KEYS[${i}]`, s));
+  const secret = env.AUTH_TOKEN_SECRET;
+  if (secret !== undefined && secret !== '' && Buffer.byteLength(secret) < 32) {
+    throw new ConfigError('AUTH_TOKEN_SECRET', 'must be at least 32 bytes long');
+  }
+  return {
+    port: intVar(env, 'PORT', 8080, 0, 65535),
+    host: env.HOST?.trim() || '0.0.0.0',
+    databaseUrl: urlVar(env, 'DATABASE_URL', ['postgres:', 'postgresql:']),
+    redisUrl: urlVar(env, 'REDIS_URL', ['redis:', 'rediss:']),
+    ...loadMasterKey(env, dataDir, production),
+    oldMasterKeys: oldKeys,
+    authTokenSecret: secret ? Buffer.from(secret) : undefined,
+    authTokenTtlS: intVar(env, 'AUTH_TOKEN_TTL_S', 86400, 1, 365 * 86400),
+    cryptoPoolSize: intVar(env, 'CRYPTO_POOL_SIZE', Math.max(1, availableParallelism() - 1), 0, 256),
+    cryptoInlineMax: intVar(env, 'CRYPTO_INLINE_MAX', 64, 0, 1_000_000),
+    maxMessageBytes,
+    wsMaxFrameBytes: intVar(env, 'WS_MAX_FRAME_BYTES', 4 * maxMessageBytes, 1024, 256 * 1024 * 1024),
+    wsMaxBufferedBytes: intVar(env, 'WS_MAX_BUFFERED_BYTES', 4 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
+    rateLimitSendPerMin: intVar(env, 'RATE_LIMIT_SEND_PER_MIN', 6000, 0, 10_000_000),
+    dataDir,
+    searchEnabled: boolVar(env, 'SEARCH_ENABLED', true),
+    production,
+    logLevel: env.LOG_LEVEL?.trim() || 'info',
+  };
+}

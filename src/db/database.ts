@@ -1,0 +1,57 @@
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import pg from 'pg';
+
+/** Postgres int8 → JS number: seqs and counts stay far below 2^53. */
+pg.types.setTypeParser(pg.types.builtins.INT8, (v) => Number(v));
+
+export interface Database {
+  pool: pg.Pool;
+  embedded: boolean;
+  close(): Promise<void>;
+}
+
+export interface DatabaseOptions {
+  databaseUrl: string | undefined;
+  dataDir: string;
+  maxConnections?: number;
+}
+
+/** A `pg` pool on DATABASE_URL, or on an embedded PGlite database served over a local socket. */
+export async function openDatabase(options: DatabaseOptions): Promise<Database> {
+  if (options.databaseUrl) {
+    const pool = new pg.Pool({
+      connectionString: options.databaseUrl,
+      max: options.maxConnections ?? 16,
+      connectionTimeoutMillis: 5000,
+    });
+    pool.on('error', () => {
+      // An idle client lost its connection (e.g. Postgres restarted); the pool replaces it.
+    });
+    return { pool, embedded: false, close: () => pool.end() };
+  }
+  return openEmbedded(options.dataDir);
+}
+
+async function openEmbedded(dataDir: string): Promise<Database> {
+  const { PGlite } = await import('@electric-sql/pglite');
+  const { PGLiteSocketServer } = await import('@electric-sql/pglite-socket');
+  const dir = join(dataDir, 'pgdata');
+  mkdirSync(dir, { recursive: true });
+  const db = await PGlite.create(dir);
+  const server = new PGLiteSocketServer({ db, host: '127.0.0.1', port: 0 });
+  await server.start();
+  const address = server.getServerConn();
+  // PGlite is a single session: one connection, or two clients' transactions would interleave.
+  const pool = new pg.Pool({ connectionString: `postgresql://postgres@${address}/postgres`, max: 1 });
+  pool.on('error', () => {});
+  return {
+    pool,
+    embedded: true,
+    async close() {
+      await pool.end();
+      await server.stop();
+      await db.close();
+    },
+  };
+}

@@ -1,0 +1,97 @@
+import { z } from 'zod';
+import { invalid } from '../errors.js';
+import type { PageCursor } from '../db/messages.js';
+import { CONTENT_TYPES, type MessageService } from '../services/messages.js';
+import type { RequestContext, Route } from './router.js';
+import { intQuery, parseInput, uuid, uuidParam, uuidQuery } from './validation.js';
+
+/** Shared by HTTP sends and socket sends. */
+export const sendFields = {
+  content: z.string().min(1, 'content must not be empty'),
+  content_type: z.enum(CONTENT_TYPES).default('text'),
+  reply_to_id: uuid.nullish(),
+  client_message_id: z.string().min(1).max(128).nullish(),
+  signature: z.string().max(256).nullish(),
+};
+
+export const sendBody = z
+  .object({ conversation_id: uuid.optional(), recipient_id: uuid.optional(), ...sendFields })
+  .superRefine((v, ctx) => {
+    if (!v.conversation_id === !v.recipient_id) {
+      ctx.addIssue({ code: 'custom', path: ['conversation_id'], message: 'give exactly one of conversation_id and recipient_id' });
+    }
+  });
+
+const editBody = z.object({ content: sendFields.content });
+
+function pageCursor(query: URLSearchParams): PageCursor {
+  const before = intQuery(query, 'before_seq', { min: 0, max: Number.MAX_SAFE_INTEGER });
+  const after = intQuery(query, 'after_seq', { min: 0, max: Number.MAX_SAFE_INTEGER });
+  if (before !== undefined && after !== undefined) throw invalid('before_seq', 'give before_seq or after_seq, not both');
+  if (before !== undefined) return { kind: 'before', seq: before };
+  if (after !== undefined) return { kind: 'after', seq: after };
+  return { kind: 'latest' };
+}
+
+export function messageRoutes(messages: MessageService): Route[] {
+  const history = async (ctx: RequestContext, conversationId: string) => {
+    const limit = intQuery(ctx.query, 'limit', { min: 1, max: 200, fallback: 50 })!;
+    return { status: 200, body: await messages.page(ctx.user.id, conversationId, pageCursor(ctx.query), limit, ctx.requestId) };
+  };
+  return [
+    {
+      method: 'post',
+      path: '/api/v1/messages',
+      auth: true,
+      async handle(ctx) {
+        const input = parseInput(sendBody, ctx.body);
+        const { message, created } = await messages.send(
+          ctx.user.id,
+          {
+            conversationId: input.conversation_id,
+            recipientId: input.recipient_id,
+            content: input.content,
+            contentType: input.content_type,
+            replyToId: input.reply_to_id ?? null,
+            clientMessageId: input.client_message_id ?? null,
+            signature: input.signature ?? null,
+          },
+          ctx.requestId,
+        );
+        return { status: created ? 201 : 200, body: { message } };
+      },
+    },
+    {
+      method: 'get',
+      path: '/api/v1/conversations/:id/messages',
+      auth: true,
+      handle: (ctx) => history(ctx, uuidParam(ctx.params, 'id')),
+    },
+    {
+      method: 'get',
+      path: '/api/v1/messages',
+      auth: true,
+      handle(ctx) {
+        const id = uuidQuery(ctx.query, 'conv_id');
+        if (!id) throw invalid('conv_id', 'conv_id is required');
+        return history(ctx, id);
+      },
+    },
+    {
+      method: 'patch',
+      path: '/api/v1/messages/:id',
+      auth: true,
+      async handle(ctx) {
+        const id = uuidParam(ctx.params, 'id');
+        const { content } = parseInput(editBody, ctx.body);
+        return { status: 200, body: { message: await messages.edit(ctx.user.id, id, content) } };
+      },
+    },
+    {
+      method: 'delete',
+      path: '/api/v1/messages/:id',
+      auth: true,
+      handle: async (ctx) => ({ status: 200, body: { message: await messages.delete(ctx.user.id, uuidParam(ctx.params, 'id')) } }),
+    },
+  ];
+}

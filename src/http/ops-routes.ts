@@ -1,0 +1,34 @@
+import type { Route } from './router.js';
+
+export interface ReadinessProbe {
+  name: string;
+  check(): Promise<void>;
+}
+
+const withTimeout = <T>(p: Promise<T>, ms: number) =>
+  Promise.race([p, new Promise<never>((_, reject) => setTimeout(() => reject(new Error('timeout')), ms).unref())]);
+
+/** Health and readiness at the root, no auth (SPEC §5, operations). */
+export function opsRoutes(probes: ReadinessProbe[]): Route[] {
+  return [
+    { method: 'get', path: '/healthz', auth: false, handle: () => ({ status: 200, body: { status: 'ok' } }) },
+    {
+      method: 'get',
+      path: '/readyz',
+      auth: false,
+      async handle() {
+        const checks: Record<string, 'ok' | 'unavailable'> = {};
+        await Promise.all(
+          probes.map(async (p) => {
+            checks[p.name] = await withTimeout(p.check(), 2000).then(
+              () => 'ok' as const,
+              () => 'unavailable' as const,
+            );
+          }),
+        );
+        const ready = Object.values(checks).every((v) => v === 'ok');
+        return { status: ready ? 200 : 503, body: { status: ready ? 'ok' : 'unavailable', checks } };
+      },
+    },
+  ];
+}

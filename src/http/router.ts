@@ -1,0 +1,204 @@
+import { randomUUID } from 'node:crypto';
+import { ApiError, invalid } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { HttpRequest, HttpResponse, TemplatedApp } from './uws.js';
+
+export type Method = 'get' | 'post' | 'patch' | 'delete';
+
+export interface AuthUser {
+  id: string;
+  wallet: string;
+}
+
+export interface RequestContext {
+  method: Method;
+  /** Route pattern, e.g. /api/v1/users/:id (the metrics label). */
+  route: string;
+  params: Record<string, string>;
+  query: URLSearchParams;
+  /** Parsed JSON object body; {} when the request had none. */
+  body: Record<string, unknown>;
+  requestId: string;
+  user: AuthUser;
+}
+
+export interface Reply {
+  status: number;
+  body?: unknown;
+  headers?: Record<string, string>;
+}
+
+export interface Route {
+  method: Method;
+  path: string;
+  /** false for sign-in and operations endpoints; everything else needs a bearer token. */
+  auth: boolean;
+  handle(ctx: RequestContext): Promise<Reply> | Reply;
+}
+
+export interface RouterOptions {
+  maxBodyBytes: number;
+  authenticate(authorization: string): AuthUser;
+  logger: Logger;
+  /** Called once per answered request (metrics). */
+  observe?(route: string, method: string, status: number, seconds: number): void;
+}
+
+const STATUS_TEXT: Record<number, string> = {
+  200: '200 OK', 201: '201 Created', 204: '204 No Content', 400: '400 Bad Request', 401: '401 Unauthorized',
+  403: '403 Forbidden', 404: '404 Not Found', 409: '409 Conflict', 413: '413 Payload Too Large',
+  415: '415 Unsupported Media Type', 429: '429 Too Many Requests', 500: '500 Internal Server Error',
+  503: '503 Service Unavailable',
+};
+
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+interface Incoming {
+  aborted: boolean;
+  started: number;
+  requestId: string;
+  route: string;
+  method: Method;
+}
+
+function write(res: HttpResponse, state: Incoming, reply: Reply, options: RouterOptions): void {
+  if (state.aborted) return;
+  state.aborted = true;
+  const payload = reply.body === undefined ? undefined : JSON.stringify(reply.body);
+  res.cork(() => {
+    res.writeStatus(STATUS_TEXT[reply.status] ?? String(reply.status));
+    res.writeHeader('x-request-id', state.requestId);
+    if (payload !== undefined) res.writeHeader('content-type', 'application/json');
+    for (const [name, value] of Object.entries(reply.headers ?? {})) res.writeHeader(name, value);
+    res.end(payload);
+  });
+  options.observe?.(state.route, state.method.toUpperCase(), reply.status, (performance.now() - state.started) / 1000);
+}
+
+export function errorReply(err: unknown, logger: Logger, requestId: string): Reply {
+  if (err instanceof ApiError) {
+    const headers = err.retryAfterS !== undefined ? { 'retry-after': String(err.retryAfterS) } : undefined;
+    return { status: err.status, body: { error: err.toJSON() }, ...(headers ? { headers } : {}) };
+  }
+  const code = (err as { code?: string })?.code;
+  // Connection-level failures of Postgres or Redis: the dependency is down, not our bug.
+  if (typeof code === 'string' && /^(ECONNREFUSED|ECONNRESET|ETIMEDOUT|57P0[123]|08\d{3}|53300)$/.test(code)) {
+    logger.warn({ requestId, code }, 'dependency unavailable');
+    return { status: 503, body: { error: { code: 'unavailable', message: 'a backing service is unavailable, retry later' } }, headers: { 'retry-after': '1' } };
+  }
+  logger.error({ requestId, err: { message: (err as Error)?.message, code, stack: (err as Error)?.stack } }, 'unhandled error');
+  return { status: 500, body: { error: { code: 'internal', message: 'internal error' } } };
+}
+
+/** Reads the body with the bound enforced while it streams in; rejects with 413 beyond it. */
+function readBody(res: HttpResponse, limit: number, declared: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    if (declared > limit) {
+      reject(new ApiError('payload_too_large', `request body exceeds ${limit} bytes`));
+      return;
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let done = false;
+    res.onData((chunk, isLast) => {
+      if (done) return;
+      size += chunk.byteLength;
+      if (size > limit) {
+        done = true;
+        reject(new ApiError('payload_too_large', `request body exceeds ${limit} bytes`));
+        return;
+      }
+      // uWS reuses the chunk's memory after this callback returns: copy it.
+      chunks.push(Buffer.from(chunk.slice(0)));
+      if (isLast) {
+        done = true;
+        resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size));
+      }
+    });
+  });
+}
+
+function parseJsonObject(raw: Buffer): Record<string, unknown> {
+  if (raw.length === 0) return {};
+  let text: string;
+  try {
+    text = utf8.decode(raw);
+  } catch {
+    throw invalid(undefined, 'request body is not valid UTF-8');
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    throw invalid(undefined, 'request body is not valid JSON');
+  }
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    throw invalid(undefined, 'request body must be a JSON object');
+  }
+  return value as Record<string, unknown>;
+}
+
+const ANONYMOUS: AuthUser = Object.freeze({ id: '', wallet: '' });
+
+/** Registers routes on a uWS app; everything a handler sees is already read and validated. */
+export function mountRoutes(app: TemplatedApp, routes: Route[], options: RouterOptions): void {
+  for (const route of routes) {
+    const paramNames = [...route.path.matchAll(/:([a-z_]+)/g)].map((m) => m[1]!);
+    const hasBody = route.method === 'post' || route.method === 'patch';
+    const register = { get: app.get, post: app.post, patch: app.patch, delete: app.del }[route.method].bind(app);
+    register(route.path, (res: HttpResponse, req: HttpRequest) => {
+      const state: Incoming = { aborted: false, started: performance.now(), requestId: '', route: route.path, method: route.method };
+      res.onAborted(() => {
+        state.aborted = true;
+      });
+      // The request object is only valid until the first await: read everything now.
+      const givenId = req.getHeader('x-request-id');
+      state.requestId = REQUEST_ID.test(givenId) ? givenId : randomUUID();
+      const authorization = req.getHeader('authorization');
+      const contentType = req.getHeader('content-type');
+      const contentLength = Number(req.getHeader('content-length') || 0);
+      const params: Record<string, string> = {};
+      paramNames.forEach((name, i) => {
+        params[name] = decodeURIComponent(req.getParameter(i) ?? '');
+      });
+      const query = new URLSearchParams(req.getQuery() ?? '');
+      const body = hasBody ? readBody(res, options.maxBodyBytes, contentLength) : Promise.resolve(Buffer.alloc(0));
+      // A rejected body is answered below; keep it from surfacing as an unhandled rejection meanwhile.
+      body.catch(() => {});
+
+      void (async () => {
+        try {
+          const user = route.auth ? authenticateHeader(authorization, options) : ANONYMOUS;
+          const raw = await body;
+          if (raw.length > 0 && contentType !== '' && !/^application\/json\s*(;|$)/i.test(contentType)) {
+            throw new ApiError('unsupported_media_type', 'Content-Type must be application/json');
+          }
+          const ctx: RequestContext = {
+            method: route.method, route: route.path, params, query, body: parseJsonObject(raw), requestId: state.requestId, user,
+          };
+          write(res, state, await route.handle(ctx), options);
+        } catch (err) {
+          write(res, state, errorReply(err, options.logger, state.requestId), options);
+        }
+      })();
+    });
+  }
+}
+
+function authenticateHeader(header: string, options: RouterOptions): AuthUser {
+  const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
+  if (!match) throw new ApiError('unauthorized', 'missing bearer token');
+  return options.authenticate(match[1]!);
+}
+
+/** Any path no route claims: 404 in the API's error shape. */
+export function mountNotFound(app: TemplatedApp, options: RouterOptions): void {
+  app.any('/*', (res) => {
+    const state: Incoming = { aborted: false, started: performance.now(), requestId: randomUUID(), route: 'unmatched', method: 'get' };
+    res.onAborted(() => {
+      state.aborted = true;
+    });
+    write(res, state, { status: 404, body: { error: { code: 'not_found', message: 'no such endpoint' } } }, options);
+  });
+}

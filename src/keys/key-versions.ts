@@ -1,0 +1,59 @@
+import { LRUCache } from 'lru-cache';
+import type pg from 'pg';
+import { findKeyVersion, rotateConversationKey } from '../db/conversations.js';
+import type { KeyRef } from './conversation-keys.js';
+import type { MasterKeyring } from './keyring.js';
+
+/**
+ * Conversation key versions (which master key, which timestamp) as KeyRefs. Rows never change
+ * once written, so they are cached without expiry, bounded in count.
+ */
+export class KeyVersions {
+  readonly #pool: pg.Pool;
+  readonly #keyring: MasterKeyring;
+  readonly #clock: () => Date;
+  readonly #cache = new LRUCache<string, KeyRef>({ max: 50_000 });
+
+  constructor(pool: pg.Pool, keyring: MasterKeyring, clock: () => Date) {
+    this.#pool = pool;
+    this.#keyring = keyring;
+    this.#clock = clock;
+  }
+
+  nowUnixSeconds(): number {
+    return Math.floor(this.#clock().getTime() / 1000);
+  }
+
+  get activeFingerprint(): string {
+    return this.#keyring.active.fingerprint;
+  }
+
+  remember(ref: KeyRef): void {
+    this.#cache.set(`${ref.conversationId}:${ref.version}`, ref);
+  }
+
+  async get(conversationId: string, version: number): Promise<KeyRef> {
+    const id = `${conversationId}:${version}`;
+    const hit = this.#cache.get(id);
+    if (hit) return hit;
+    const row = await findKeyVersion(this.#pool, conversationId, version);
+    if (!row) throw new Error(`conversation ${conversationId} has no key version ${version}`);
+    const ref: KeyRef = { conversationId, version, createdUnixSeconds: row.created_unix_seconds, fingerprint: row.master_key_fingerprint };
+    this.#cache.set(id, ref);
+    return ref;
+  }
+
+  /**
+   * The version new messages use: the conversation's current one, or — when that was created under
+   * another master key than the active one — a new version, created once even under races.
+   */
+  async forEncryption(conversationId: string, currentVersion: number): Promise<KeyRef> {
+    const ref = await this.get(conversationId, currentVersion);
+    if (ref.fingerprint === this.activeFingerprint) return ref;
+    const created = await rotateConversationKey(this.#pool, conversationId, this.activeFingerprint, this.nowUnixSeconds(), currentVersion);
+    if (created !== undefined) return this.get(conversationId, created);
+    // Another sender rotated first: use what is current now.
+    const { rows } = await this.#pool.query<{ v: number }>('SELECT current_key_version AS v FROM conversations WHERE id = $1', [conversationId]);
+    return this.forEncryption(conversationId, rows[0]!.v);
+  }
+}

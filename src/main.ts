@@ -1,0 +1,107 @@
+import type { Config } from './config.js';
+import { MessageCipher } from './cipher/message-cipher.js';
+import { deriveAuthTokenSecret } from './crypto/kdf.js';
+import { openDatabase } from './db/database.js';
+import { migrateUp } from './db/migrations.js';
+import { authRoutes } from './http/auth-routes.js';
+import { conversationRoutes } from './http/conversations-routes.js';
+import { messageRoutes } from './http/messages-routes.js';
+import { opsRoutes } from './http/ops-routes.js';
+import { mountNotFound, mountRoutes, type Route, type RouterOptions } from './http/router.js';
+import { userRoutes } from './http/users-routes.js';
+import { uWS, uwsIsNative } from './http/uws.js';
+import { KeyVersions } from './keys/key-versions.js';
+import { MasterKeyring } from './keys/keyring.js';
+import { createLogger, type Logger } from './log.js';
+import { noEvents } from './realtime/events.js';
+import { AuditLog } from './services/audit-log.js';
+import { AuthService } from './services/auth.js';
+import { ConversationService } from './services/conversations.js';
+import { MessageService } from './services/messages.js';
+import { UserService } from './services/users.js';
+
+export interface ServerDeps {
+  /** The service clock (token expiry, key-version timestamps); tests inject one. */
+  clock?: () => Date;
+  logger?: Logger;
+}
+
+export interface RunningServer {
+  port: number;
+  /** Every route registered, as METHOD and OpenAPI-style path (`/api/v1/users/{id}`). */
+  routes: { method: string; path: string }[];
+  nativeUws: boolean;
+  embeddedDatabase: boolean;
+  close(): Promise<void>;
+}
+
+/** JSON escapes can make a body several times its content: bound bodies well above the content limit. */
+const bodyLimit = (config: Config) => 6 * config.maxMessageBytes + 64 * 1024;
+
+/** Composition root: config → db → crypto → services → http → listen. */
+export async function startServer(config: Config, deps: ServerDeps = {}): Promise<RunningServer> {
+  const logger = deps.logger ?? createLogger(config.logLevel);
+  const clock = deps.clock ?? (() => new Date());
+  if (!uwsIsNative) logger.warn('uWebSockets.js native binary not loaded: running on the slow JavaScript fallback');
+  if (config.masterKeySource === 'dev-file-created') {
+    logger.warn({ dataDir: config.dataDir }, 'ENCRYPTION_MASTER_KEY unset: created a development key in the data dir (never do this in production)');
+  }
+
+  const db = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
+  const applied = await migrateUp(db.pool);
+  if (applied.length > 0) logger.info({ applied }, 'migrations applied');
+
+  const keyring = new MasterKeyring(config.masterKey, config.oldMasterKeys);
+  const cipher = new MessageCipher({ keyring, poolSize: config.cryptoPoolSize, inlineMax: config.cryptoInlineMax });
+  const keys = new KeyVersions(db.pool, keyring, clock);
+  const audit = new AuditLog({ pool: db.pool, logger, clock });
+  const events = noEvents;
+
+  const auth = new AuthService({
+    pool: db.pool,
+    tokenSecret: config.authTokenSecret ?? deriveAuthTokenSecret(config.masterKey),
+    tokenTtlS: config.authTokenTtlS,
+    clock,
+  });
+  const users = new UserService(db.pool);
+  const conversations = new ConversationService({ pool: db.pool, keys, events });
+  const messages = new MessageService({
+    pool: db.pool, cipher, keys, conversations, audit, events, logger, maxMessageBytes: config.maxMessageBytes,
+  });
+
+  const routes: Route[] = [
+    ...opsRoutes([{ name: 'database', check: async () => void (await db.pool.query('SELECT 1')) }]),
+    ...authRoutes(auth),
+    ...userRoutes(users),
+    ...conversationRoutes(conversations),
+    ...messageRoutes(messages),
+  ];
+  const routerOptions: RouterOptions = { maxBodyBytes: bodyLimit(config), authenticate: auth.authenticate, logger };
+  const app = uWS.App();
+  mountRoutes(app, routes, routerOptions);
+  mountNotFound(app, routerOptions);
+
+  const listenSocket = await new Promise<uWS.us_listen_socket>((resolve, reject) => {
+    app.listen(config.host, config.port, (socket) => (socket ? resolve(socket) : reject(new Error(`cannot listen on ${config.host}:${config.port}`))));
+  });
+  const port = uWS.us_socket_local_port(listenSocket);
+  logger.info({ host: config.host, port, embedded: db.embedded, pool: cipher.poolSize, native: uwsIsNative }, 'sotalk listening');
+
+  let closing: Promise<void> | undefined;
+  return {
+    port,
+    routes: routes.map((r) => ({ method: r.method.toUpperCase(), path: r.path.replace(/:([a-z_]+)/g, '{$1}') })),
+    nativeUws: uwsIsNative,
+    embeddedDatabase: db.embedded,
+    close() {
+      closing ??= (async () => {
+        uWS.us_listen_socket_close(listenSocket);
+        await audit.close();
+        await cipher.close();
+        await db.close();
+        logger.info('sotalk stopped');
+      })();
+      return closing;
+    },
+  };
+}

@@ -1,0 +1,75 @@
+import type { MessageRow } from '../db/messages.js';
+import type { MemberRow } from '../db/conversations.js';
+
+export type MessageStatus = 'sent' | 'delivered' | 'read';
+
+/** The message object of SPEC §5. */
+export interface Message {
+  id: string;
+  conversation_id: string;
+  sender_id: string;
+  seq: number;
+  content: string | null;
+  content_type: string;
+  reply_to_id: string | null;
+  client_message_id: string | null;
+  signature: string | null;
+  status: MessageStatus;
+  created_at: string;
+  updated_at: string;
+  edited_at: string | null;
+  deleted: boolean;
+  integrity_error?: true;
+}
+
+type MessageFields = Pick<
+  MessageRow,
+  'id' | 'conversation_id' | 'sender_id' | 'seq' | 'content_type' | 'reply_to_id' | 'client_message_id' | 'signature' | 'created_at' | 'updated_at' | 'edited_at' | 'deleted_at'
+>;
+
+export function toMessage(row: MessageFields, content: string | null, status: MessageStatus, integrityError = false): Message {
+  const message: Message = {
+    id: row.id,
+    conversation_id: row.conversation_id,
+    sender_id: row.sender_id,
+    seq: row.seq,
+    content: row.deleted_at ? null : content,
+    content_type: row.content_type,
+    reply_to_id: row.reply_to_id,
+    client_message_id: row.client_message_id,
+    signature: row.signature,
+    status,
+    created_at: row.created_at.toISOString(),
+    updated_at: row.updated_at.toISOString(),
+    edited_at: row.edited_at ? row.edited_at.toISOString() : null,
+    deleted: row.deleted_at !== null,
+  };
+  if (integrityError) message.integrity_error = true;
+  return message;
+}
+
+/**
+ * Status of messages from the receipts of the members other than their sender: `read` when every
+ * other member's read_seq covers the seq, `delivered` when every delivered_seq does.
+ */
+export class ReceiptView {
+  readonly #members: Pick<MemberRow, 'user_id' | 'delivered_seq' | 'read_seq'>[];
+
+  constructor(members: Pick<MemberRow, 'user_id' | 'delivered_seq' | 'read_seq'>[]) {
+    this.#members = members;
+  }
+
+  statusOf(senderId: string, seq: number): MessageStatus {
+    let read = true;
+    let delivered = true;
+    let others = 0;
+    for (const m of this.#members) {
+      if (m.user_id === senderId) continue;
+      others++;
+      if (m.read_seq < seq) read = false;
+      if (m.delivered_seq < seq) delivered = false;
+    }
+    if (others === 0) return 'sent';
+    return read ? 'read' : delivered ? 'delivered' : 'sent';
+  }
+}

@@ -1,0 +1,256 @@
+import { v7 as uuidv7 } from 'uuid';
+import type pg from 'pg';
+import { ApiError, forbidden, invalid, notFound } from '../errors.js';
+import { listMembers, type ConversationRow, type MemberRow } from '../db/conversations.js';
+import {
+  insertMessage,
+  messageInConversation,
+  selectByClientMessageId,
+  selectMessageAccess,
+  selectMessagesBySeq,
+  selectPage,
+  tombstoneMessage,
+  updateMessageContent,
+  type MessageRow,
+  type PageCursor,
+} from '../db/messages.js';
+import type { AuditPurpose } from '../db/audit.js';
+import { sqlState } from '../db/transaction.js';
+import type { MessageCipher, OpenJob } from '../cipher/message-cipher.js';
+import type { KeyRef } from '../keys/conversation-keys.js';
+import type { KeyVersions } from '../keys/key-versions.js';
+import type { Logger } from '../log.js';
+import type { EventPublisher } from '../realtime/events.js';
+import type { AuditLog } from './audit-log.js';
+import type { ConversationService } from './conversations.js';
+import { ReceiptView, toMessage, type Message } from './message-view.js';
+
+export const CONTENT_TYPES = ['text', 'markdown', 'json', 'image', 'file', 'audio', 'video'] as const;
+export type ContentType = (typeof CONTENT_TYPES)[number];
+
+export interface SendInput {
+  conversationId?: string | undefined;
+  recipientId?: string | undefined;
+  content: string;
+  contentType: ContentType;
+  replyToId: string | null;
+  clientMessageId: string | null;
+  signature: string | null;
+}
+
+export interface MessageCounters {
+  encrypted: number;
+  decrypted: number;
+  integrityErrors: number;
+}
+
+export interface MessageServiceOptions {
+  pool: pg.Pool;
+  cipher: MessageCipher;
+  keys: KeyVersions;
+  conversations: ConversationService;
+  audit: AuditLog;
+  events: EventPublisher;
+  logger: Logger;
+  maxMessageBytes: number;
+}
+
+const aadOf = (conversationId: string, messageId: string, senderId: string) => `${conversationId}:${messageId}:${senderId}`;
+
+export class MessageService {
+  readonly #o: MessageServiceOptions;
+  readonly counters: MessageCounters = { encrypted: 0, decrypted: 0, integrityErrors: 0 };
+
+  constructor(options: MessageServiceOptions) {
+    this.#o = options;
+    options.conversations.lastMessages = (viewerId, rows, members, requestId) => this.#lastMessages(viewerId, rows, members, requestId);
+  }
+
+  #checkSize(content: string): void {
+    if (Buffer.byteLength(content, 'utf8') > this.#o.maxMessageBytes) {
+      throw new ApiError('payload_too_large', `content exceeds ${this.#o.maxMessageBytes} bytes`, 'content');
+    }
+  }
+
+  async #seal(key: KeyRef, messageId: string, senderId: string, content: string) {
+    const [sealed] = await this.#o.cipher.seal([{ key, aad: aadOf(key.conversationId, messageId, senderId), plaintext: Buffer.from(content, 'utf8') }]);
+    this.counters.encrypted++;
+    return sealed!;
+  }
+
+  /** Encrypts and stores a message; `created` is false for an idempotent replay. */
+  async send(senderId: string, input: SendInput, requestId: string): Promise<{ message: Message; created: boolean }> {
+    this.#checkSize(input.content);
+    const conversation: ConversationRow = input.recipientId
+      ? (await this.#o.conversations.getOrCreateDirect(senderId, input.recipientId, 'recipient_id')).row
+      : await this.#o.conversations.requireMember(input.conversationId!, senderId);
+
+    if (input.clientMessageId) {
+      const replay = await this.#replay(conversation.id, senderId, input);
+      if (replay) return { message: replay, created: false };
+    }
+    if (input.replyToId && !(await messageInConversation(this.#o.pool, input.replyToId, conversation.id))) {
+      throw invalid('reply_to_id', 'reply_to_id must name a message of the same conversation');
+    }
+    const key = await this.#o.keys.forEncryption(conversation.id, conversation.current_key_version);
+    const id = uuidv7();
+    const sealed = await this.#seal(key, id, senderId, input.content);
+    let inserted;
+    try {
+      inserted = await insertMessage(this.#o.pool, {
+        id,
+        conversationId: conversation.id,
+        senderId,
+        ciphertext: sealed.ciphertext,
+        nonce: sealed.nonce,
+        tag: sealed.tag,
+        keyVersion: key.version,
+        contentType: input.contentType,
+        signature: input.signature,
+        replyToId: input.replyToId,
+        clientMessageId: input.clientMessageId,
+      });
+    } catch (err) {
+      // Two sends with one client_message_id raced: the loser answers with the winner's message.
+      if (sqlState(err) === '23505' && (err as { constraint?: string }).constraint === 'messages_client_message_id') {
+        const replay = await this.#replay(conversation.id, senderId, input);
+        if (replay) return { message: replay, created: false };
+      }
+      throw err;
+    }
+    if (!inserted) throw notFound('conversation');
+    const message = toMessage(
+      {
+        id,
+        conversation_id: conversation.id,
+        sender_id: senderId,
+        seq: inserted.seq,
+        content_type: input.contentType,
+        reply_to_id: input.replyToId,
+        client_message_id: input.clientMessageId,
+        signature: input.signature,
+        created_at: inserted.created_at,
+        updated_at: inserted.updated_at,
+        edited_at: null,
+        deleted_at: null,
+      },
+      input.content,
+      'sent',
+    );
+    this.#o.events.publish(conversation.id, { type: 'new_message', message });
+    return { message, created: true };
+  }
+
+  /** An idempotent replay returns the stored message with the plaintext the client sent (no decryption). */
+  async #replay(conversationId: string, senderId: string, input: SendInput): Promise<Message | undefined> {
+    const row = await selectByClientMessageId(this.#o.pool, conversationId, senderId, input.clientMessageId!);
+    if (!row) return undefined;
+    const receipts = new ReceiptView(await listMembers(this.#o.pool, [conversationId]));
+    return toMessage(row, input.content, receipts.statusOf(row.sender_id, row.seq));
+  }
+
+  async page(viewerId: string, conversationId: string, cursor: PageCursor, limit: number, requestId: string): Promise<{ messages: Message[]; has_more: boolean }> {
+    const [members, rows] = await Promise.all([
+      listMembers(this.#o.pool, [conversationId]),
+      selectPage(this.#o.pool, conversationId, cursor, limit + 1),
+    ]);
+    if (!members.some((m) => m.user_id === viewerId)) throw notFound('conversation');
+    const hasMore = rows.length > limit;
+    const page = rows.slice(0, limit);
+    if (cursor.kind !== 'after') page.reverse();
+    const receipts = new ReceiptView(members);
+    const messages = await this.render(viewerId, page, (r) => receipts.statusOf(r.sender_id, r.seq), 'fetch', requestId);
+    return { messages, has_more: hasMore };
+  }
+
+  async edit(userId: string, messageId: string, content: string): Promise<Message> {
+    this.#checkSize(content);
+    const access = await selectMessageAccess(this.#o.pool, messageId, userId);
+    if (!access || !access.is_member) throw notFound('message', 'id');
+    if (access.sender_id !== userId) throw forbidden('only the sender can edit a message');
+    if (access.deleted_at) throw new ApiError('conflict', 'a deleted message cannot be edited');
+    const key = await this.#o.keys.forEncryption(access.conversation_id, access.current_key_version);
+    const sealed = await this.#seal(key, messageId, userId, content);
+    const row = await updateMessageContent(this.#o.pool, messageId, { ...sealed, keyVersion: key.version });
+    if (!row) throw new ApiError('conflict', 'a deleted message cannot be edited');
+    const receipts = new ReceiptView(await listMembers(this.#o.pool, [row.conversation_id]));
+    const message = toMessage(row, content, receipts.statusOf(row.sender_id, row.seq));
+    this.#o.events.publish(row.conversation_id, { type: 'message_updated', message });
+    return message;
+  }
+
+  async delete(userId: string, messageId: string): Promise<Message> {
+    const access = await selectMessageAccess(this.#o.pool, messageId, userId);
+    if (!access || !access.is_member) throw notFound('message', 'id');
+    if (access.sender_id !== userId) throw forbidden('only the sender can delete a message');
+    const row = await tombstoneMessage(this.#o.pool, messageId);
+    if (!row) throw notFound('message', 'id');
+    const receipts = new ReceiptView(await listMembers(this.#o.pool, [row.conversation_id]));
+    const message = toMessage(row, null, receipts.statusOf(row.sender_id, row.seq));
+    if (!access.deleted_at) {
+      this.#o.events.publish(row.conversation_id, { type: 'message_deleted', conversation_id: row.conversation_id, id: row.id, seq: row.seq });
+    }
+    return message;
+  }
+
+  /**
+   * Decrypts rows in one batch and renders them. A row whose tag fails (or whose key is gone) comes
+   * back with content null and integrity_error; the others are served and audited for `viewerId`.
+   */
+  async render(
+    viewerId: string | null,
+    rows: MessageRow[],
+    statusOf: (row: MessageRow) => Message['status'],
+    purpose: AuditPurpose,
+    requestId: string | null,
+  ): Promise<Message[]> {
+    const jobs: OpenJob<KeyRef>[] = [];
+    const jobIndex: number[] = [];
+    rows.forEach((r, i) => {
+      if (r.deleted_at) return;
+      if (r.content && r.nonce && r.tag && r.key_version !== null && r.created_unix_seconds !== null && r.master_key_fingerprint) {
+        jobIndex[i] = jobs.length;
+        jobs.push({
+          key: { conversationId: r.conversation_id, version: r.key_version, createdUnixSeconds: r.created_unix_seconds, fingerprint: r.master_key_fingerprint },
+          aad: aadOf(r.conversation_id, r.id, r.sender_id),
+          nonce: r.nonce,
+          ciphertext: r.content,
+          tag: r.tag,
+        });
+      }
+    });
+    const plaintexts = await this.#o.cipher.open(jobs);
+    const served = new Map<string, number>();
+    const messages = rows.map((r, i) => {
+      if (r.deleted_at) return toMessage(r, null, statusOf(r));
+      const j = jobIndex[i];
+      const plain = j === undefined ? null : plaintexts[j];
+      if (!plain) {
+        this.counters.integrityErrors++;
+        this.#o.logger.warn(
+          { messageId: r.id, conversationId: r.conversation_id, keyVersion: r.key_version, keyFingerprint: r.master_key_fingerprint },
+          'message failed integrity check',
+        );
+        return toMessage(r, null, statusOf(r), true);
+      }
+      served.set(r.conversation_id, (served.get(r.conversation_id) ?? 0) + 1);
+      return toMessage(r, plain.toString('utf8'), statusOf(r));
+    });
+    for (const [conversationId, count] of served) {
+      this.counters.decrypted += count;
+      this.#o.audit.record(viewerId, conversationId, count, purpose, requestId);
+    }
+    return messages;
+  }
+
+  async #lastMessages(viewerId: string, rows: ConversationRow[], members: Map<string, MemberRow[]>, requestId: string): Promise<Map<string, Message>> {
+    const found = await selectMessagesBySeq(
+      this.#o.pool,
+      rows.filter((r) => r.last_seq > 0).map((r) => ({ conversationId: r.id, seq: r.last_seq })),
+    );
+    const views = new Map<string, ReceiptView>();
+    for (const [id, list] of members) views.set(id, new ReceiptView(list));
+    const messages = await this.render(viewerId, found, (r) => views.get(r.conversation_id)?.statusOf(r.sender_id, r.seq) ?? 'sent', 'fetch', requestId);
+    return new Map(messages.map((m) => [m.conversation_id, m]));
+  }
+}
