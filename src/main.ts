@@ -52,7 +52,12 @@ export async function startServer(config: Config, deps: ServerDeps = {}): Promis
   if (applied.length > 0) logger.info({ applied }, 'migrations applied');
 
   const keyring = new MasterKeyring(config.masterKey, config.oldMasterKeys);
-  const cipher = new MessageCipher({ keyring, poolSize: config.cryptoPoolSize, inlineMax: config.cryptoInlineMax });
+  const cipher = new MessageCipher({
+    keyring,
+    poolSize: config.cryptoPoolSize,
+    inlineMax: config.cryptoInlineMax,
+    onWorkerError: (err) => logger.error({ err: { message: (err as Error)?.message } }, 'crypto worker error'),
+  });
   const keys = new KeyVersions(db.pool, keyring, clock);
   const audit = new AuditLog({ pool: db.pool, logger, clock });
   const events = noEvents;

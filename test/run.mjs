@@ -16,7 +16,7 @@
 // entry-point logic only runs when this file is executed directly.
 
 import { spawn, execFileSync } from 'node:child_process';
-import { accessSync, closeSync, constants as fsConstants, chownSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, realpathSync, rmSync, statSync } from 'node:fs';
+import { accessSync, closeSync, constants as fsConstants, chownSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, realpathSync, rmSync, statSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -182,8 +182,12 @@ function tailFile(file, lines = 25) {
   }
 }
 
-/** Run a command to completion; output goes to `logFile`. Rejects on non-zero exit. */
-function runToCompletion(cmd, args, { logFile, ...opts }) {
+/**
+ * Run a setup command (initdb) to completion; output goes to `logFile`.
+ * Rejects on non-zero exit. While it runs it is tracked like a server, so a
+ * signal stops it and deletes `tmpDir`.
+ */
+function runToCompletion(cmd, args, { logFile, tmpDir, ...opts }) {
   return new Promise((resolve, reject) => {
     const fd = openSync(logFile, 'a');
     let child;
@@ -192,8 +196,13 @@ function runToCompletion(cmd, args, { logFile, ...opts }) {
     } finally {
       closeSync(fd);
     }
-    child.on('error', reject);
+    const handle = makeServerHandle({ kind: path.basename(cmd), url: null, child, tmpDir, gracefulSignal: 'SIGTERM', logFile });
+    child.on('error', (err) => {
+      liveServers.delete(handle);
+      reject(err);
+    });
     child.on('exit', (code, signal) => {
+      liveServers.delete(handle);
       if (code === 0) resolve();
       else reject(new Error(`${path.basename(cmd)} exited with ${signal ?? code}:\n${tailFile(logFile)}`));
     });
@@ -415,7 +424,7 @@ export async function startThrowawayPostgres({ bins = findPostgresBinaries(), at
     await runToCompletion(
       bins.initdb,
       ['-D', dataDir, '-A', 'trust', '-U', 'postgres', '-E', 'UTF8', '--locale=C', '--no-sync'],
-      { ...idOpts, env, cwd: tmpDir, logFile },
+      { ...idOpts, env, cwd: tmpDir, logFile, tmpDir },
     );
 
     let lastErr;

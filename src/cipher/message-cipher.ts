@@ -15,6 +15,7 @@ export interface MessageCipherOptions {
   poolSize: number;
   /** Batches of at most this many jobs run inline (a pool round trip costs more than small batches). */
   inlineMax: number;
+  onWorkerError?: (err: unknown) => void;
 }
 
 const WORKER_TS = fileURLToPath(new URL('../../workers/crypto-worker.ts', import.meta.url));
@@ -47,8 +48,10 @@ export class MessageCipher {
         idleTimeout: 60_000,
         workerData: { masterKeys: options.keyring.exportForWorkers() },
         // TypeScript worker files load through tsx, in tests and in production alike.
-        execArgv: compiled ? [] : ['--import', 'tsx'],
+        execArgv: compiled ? [] : ['--import', import.meta.resolve('tsx')],
       });
+      // A worker that fails to start or dies is replaced by Piscina; its task rejects. Never fatal.
+      this.#pool.on('error', (err: unknown) => options.onWorkerError?.(err));
     }
   }
 
