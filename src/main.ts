@@ -13,6 +13,7 @@ import { uWS, uwsIsNative } from './http/uws.js';
 import { KeyVersions } from './keys/key-versions.js';
 import { MasterKeyring } from './keys/keyring.js';
 import { createLogger, type Logger } from './log.js';
+import { Metrics } from './metrics.js';
 import { noEvents } from './realtime/events.js';
 import { AuditLog } from './services/audit-log.js';
 import { AuthService } from './services/auth.js';
@@ -57,9 +58,14 @@ export async function startServer(config: Config, deps: ServerDeps = {}): Promis
     poolSize: config.cryptoPoolSize,
     inlineMax: config.cryptoInlineMax,
     onWorkerError: (err) => logger.error({ err: { message: (err as Error)?.message } }, 'crypto worker error'),
+    onTask: (waitS, runS) => {
+      metrics.cryptoTaskWait.observe(waitS);
+      metrics.cryptoTaskRun.observe(runS);
+    },
   });
   const keys = new KeyVersions(db.pool, keyring, clock);
   const audit = new AuditLog({ pool: db.pool, logger, clock });
+  const metrics: Metrics = new Metrics({ pool: () => cipher.stats(), auditBacklog: () => audit.backlog });
   const events = noEvents;
 
   const auth = new AuthService({
@@ -71,17 +77,22 @@ export async function startServer(config: Config, deps: ServerDeps = {}): Promis
   const users = new UserService(db.pool);
   const conversations = new ConversationService({ pool: db.pool, keys, events });
   const messages = new MessageService({
-    pool: db.pool, cipher, keys, conversations, audit, events, logger, maxMessageBytes: config.maxMessageBytes,
+    pool: db.pool, cipher, keys, conversations, audit, events, logger, maxMessageBytes: config.maxMessageBytes, counters: metrics,
   });
 
   const routes: Route[] = [
-    ...opsRoutes([{ name: 'database', check: async () => void (await db.pool.query('SELECT 1')) }]),
+    ...opsRoutes([{ name: 'database', check: async () => void (await db.pool.query('SELECT 1')) }], metrics.registry),
     ...authRoutes(auth),
     ...userRoutes(users),
     ...conversationRoutes(conversations),
     ...messageRoutes(messages),
   ];
-  const routerOptions: RouterOptions = { maxBodyBytes: bodyLimit(config), authenticate: auth.authenticate, logger };
+  const routerOptions: RouterOptions = {
+    maxBodyBytes: bodyLimit(config),
+    authenticate: auth.authenticate,
+    logger,
+    observe: (route, method, status, seconds) => metrics.observeHttp(route, method, status, seconds),
+  };
   const app = uWS.App();
   mountRoutes(app, routes, routerOptions);
   mountNotFound(app, routerOptions);

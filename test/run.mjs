@@ -61,7 +61,7 @@ async function loadDep(name) {
     const mod = await import(name);
     return mod.default ?? mod;
   } catch (err) {
-    throw new Error(`cannot load "${name}" (${errorText(err)}); run \`npm ci\` first`);
+    throw new Error(`cannot load "${name}" (${errorText(err)}); run \`npm ci\` first`, { cause: err });
   }
 }
 
@@ -118,7 +118,7 @@ function compareVersionsDesc(a, b) {
 function versionedPgBinDirs() {
   const dirs = [];
   const scan = (parent, match, suffix) => {
-    let entries = [];
+    let entries;
     try {
       entries = readdirSync(parent).filter((e) => match.test(e));
     } catch {

@@ -16,6 +16,8 @@ export interface MessageCipherOptions {
   /** Batches of at most this many jobs run inline (a pool round trip costs more than small batches). */
   inlineMax: number;
   onWorkerError?: (err: unknown) => void;
+  /** Per pooled batch: seconds waiting for a worker, seconds running in it. */
+  onTask?: (waitS: number, runS: number) => void;
 }
 
 const WORKER_TS = fileURLToPath(new URL('../../workers/crypto-worker.ts', import.meta.url));
@@ -34,11 +36,13 @@ export class MessageCipher {
   readonly #pool: Piscina | undefined;
   readonly #inlineMax: number;
   readonly #resolve: (ref: KeyRef) => ReturnType<ConversationKeyCache['get']>;
+  readonly #onTask: MessageCipherOptions['onTask'];
 
   constructor(options: MessageCipherOptions) {
     this.#keys = new ConversationKeyCache(options.keyring);
     this.#resolve = (ref) => this.#keys.get(ref);
     this.#inlineMax = options.inlineMax;
+    this.#onTask = options.onTask;
     if (options.poolSize > 0) {
       const compiled = existsSync(WORKER_JS);
       this.#pool = new Piscina({
@@ -59,15 +63,28 @@ export class MessageCipher {
     return this.#pool?.threads.length ?? 0;
   }
 
-  get pool(): Piscina | undefined {
-    return this.#pool;
+  /** Pool size, utilisation (0..1) and queued tasks, for metrics. */
+  stats(): { size: number; utilization: number; queueDepth: number } {
+    if (!this.#pool) return { size: 0, utilization: 0, queueDepth: 0 };
+    return { size: this.#pool.threads.length, utilization: Math.min(1, Math.max(0, this.#pool.utilization)), queueDepth: this.#pool.queueSize };
+  }
+
+  /** Runs a batch in a worker and unwraps the `{r, t}` reply, validating its envelope. */
+  async #run(task: { op: 'seal' | 'open'; jobs: unknown[] }): Promise<unknown> {
+    const submitted = performance.now();
+    const reply = (await this.#pool!.run(task)) as { r?: unknown; t?: unknown } | null;
+    if (!reply || typeof reply.t !== 'number' || !Array.isArray(reply.r) || reply.r.length !== task.jobs.length) {
+      throw new WorkerReplyError(`${task.op}: malformed worker reply`);
+    }
+    const total = (performance.now() - submitted) / 1000;
+    this.#onTask?.(Math.max(0, total - reply.t), reply.t);
+    return reply.r;
   }
 
   async seal(jobs: SealJob<KeyRef>[]): Promise<SealOutput[]> {
     if (jobs.length === 0) return [];
     if (!this.#pool || jobs.length <= this.#inlineMax) return sealBatch(jobs, this.#resolve, this.#nonces);
-    const reply: unknown = await this.#pool.run({ op: 'seal', jobs });
-    if (!Array.isArray(reply) || reply.length !== jobs.length) throw new WorkerReplyError('seal: reply length mismatch');
+    const reply = (await this.#run({ op: 'seal', jobs })) as unknown[];
     return reply.map((r: unknown) => {
       const o = r as Partial<Record<keyof SealOutput, unknown>>;
       if (!(o?.nonce instanceof Uint8Array) || o.nonce.length !== NONCE_BYTES) throw new WorkerReplyError('seal: bad nonce');
@@ -81,8 +98,7 @@ export class MessageCipher {
   async open(jobs: OpenJob<KeyRef>[]): Promise<(Buffer | null)[]> {
     if (jobs.length === 0) return [];
     if (!this.#pool || jobs.length <= this.#inlineMax) return openBatch(jobs, this.#resolve);
-    const reply: unknown = await this.#pool.run({ op: 'open', jobs });
-    if (!Array.isArray(reply) || reply.length !== jobs.length) throw new WorkerReplyError('open: reply length mismatch');
+    const reply = (await this.#run({ op: 'open', jobs })) as unknown[];
     return reply.map((r: unknown) => {
       if (r === null) return null;
       if (!(r instanceof Uint8Array)) throw new WorkerReplyError('open: bad plaintext');

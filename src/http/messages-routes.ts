@@ -55,9 +55,7 @@ export function messageRoutes(messages: MessageService): Route[] {
             replyToId: input.reply_to_id ?? null,
             clientMessageId: input.client_message_id ?? null,
             signature: input.signature ?? null,
-          },
-          ctx.requestId,
-        );
+          });
         return { status: created ? 201 : 200, body: { message } };
       },
     },

@@ -1,3 +1,4 @@
+import type { Registry } from 'prom-client';
 import type { Route } from './router.js';
 
 export interface ReadinessProbe {
@@ -9,8 +10,14 @@ const withTimeout = <T>(p: Promise<T>, ms: number) =>
   Promise.race([p, new Promise<never>((_, reject) => setTimeout(() => reject(new Error('timeout')), ms).unref())]);
 
 /** Health and readiness at the root, no auth (SPEC §5, operations). */
-export function opsRoutes(probes: ReadinessProbe[]): Route[] {
+export function opsRoutes(probes: ReadinessProbe[], registry: Registry): Route[] {
   return [
+    {
+      method: 'get',
+      path: '/metrics',
+      auth: false,
+      handle: async () => ({ status: 200, text: { contentType: registry.contentType, payload: await registry.metrics() } }),
+    },
     { method: 'get', path: '/healthz', auth: false, handle: () => ({ status: 200, body: { status: 'ok' } }) },
     {
       method: 'get',

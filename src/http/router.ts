@@ -24,7 +24,10 @@ export interface RequestContext {
 
 export interface Reply {
   status: number;
+  /** Serialised as JSON… */
   body?: unknown;
+  /** …or sent as is (e.g. Prometheus text). */
+  text?: { contentType: string; payload: string };
   headers?: Record<string, string>;
 }
 
@@ -65,11 +68,11 @@ interface Incoming {
 function write(res: HttpResponse, state: Incoming, reply: Reply, options: RouterOptions): void {
   if (state.aborted) return;
   state.aborted = true;
-  const payload = reply.body === undefined ? undefined : JSON.stringify(reply.body);
+  const payload = reply.text ? reply.text.payload : reply.body === undefined ? undefined : JSON.stringify(reply.body);
   res.cork(() => {
     res.writeStatus(STATUS_TEXT[reply.status] ?? String(reply.status));
     res.writeHeader('x-request-id', state.requestId);
-    if (payload !== undefined) res.writeHeader('content-type', 'application/json');
+    if (payload !== undefined) res.writeHeader('content-type', reply.text ? reply.text.contentType : 'application/json');
     for (const [name, value] of Object.entries(reply.headers ?? {})) res.writeHeader(name, value);
     res.end(payload);
   });

@@ -38,10 +38,11 @@ export interface SendInput {
   signature: string | null;
 }
 
+/** The counters this service feeds (prom-client Counters in production). */
 export interface MessageCounters {
-  encrypted: number;
-  decrypted: number;
-  integrityErrors: number;
+  encrypted: { inc(n?: number): void };
+  decrypted: { inc(n?: number): void };
+  integrityErrors: { inc(n?: number): void };
 }
 
 export interface MessageServiceOptions {
@@ -53,13 +54,13 @@ export interface MessageServiceOptions {
   events: EventPublisher;
   logger: Logger;
   maxMessageBytes: number;
+  counters: MessageCounters;
 }
 
 const aadOf = (conversationId: string, messageId: string, senderId: string) => `${conversationId}:${messageId}:${senderId}`;
 
 export class MessageService {
   readonly #o: MessageServiceOptions;
-  readonly counters: MessageCounters = { encrypted: 0, decrypted: 0, integrityErrors: 0 };
 
   constructor(options: MessageServiceOptions) {
     this.#o = options;
@@ -74,12 +75,12 @@ export class MessageService {
 
   async #seal(key: KeyRef, messageId: string, senderId: string, content: string) {
     const [sealed] = await this.#o.cipher.seal([{ key, aad: aadOf(key.conversationId, messageId, senderId), plaintext: Buffer.from(content, 'utf8') }]);
-    this.counters.encrypted++;
+    this.#o.counters.encrypted.inc();
     return sealed!;
   }
 
   /** Encrypts and stores a message; `created` is false for an idempotent replay. */
-  async send(senderId: string, input: SendInput, requestId: string): Promise<{ message: Message; created: boolean }> {
+  async send(senderId: string, input: SendInput): Promise<{ message: Message; created: boolean }> {
     this.#checkSize(input.content);
     const conversation: ConversationRow = input.recipientId
       ? (await this.#o.conversations.getOrCreateDirect(senderId, input.recipientId, 'recipient_id')).row
@@ -226,7 +227,7 @@ export class MessageService {
       const j = jobIndex[i];
       const plain = j === undefined ? null : plaintexts[j];
       if (!plain) {
-        this.counters.integrityErrors++;
+        this.#o.counters.integrityErrors.inc();
         this.#o.logger.warn(
           { messageId: r.id, conversationId: r.conversation_id, keyVersion: r.key_version, keyFingerprint: r.master_key_fingerprint },
           'message failed integrity check',
@@ -237,7 +238,7 @@ export class MessageService {
       return toMessage(r, plain.toString('utf8'), statusOf(r));
     });
     for (const [conversationId, count] of served) {
-      this.counters.decrypted += count;
+      this.#o.counters.decrypted.inc(count);
       this.#o.audit.record(viewerId, conversationId, count, purpose, requestId);
     }
     return messages;

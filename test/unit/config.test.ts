@@ -1,0 +1,115 @@
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig } from '../../src/config.js';
+
+const KEY = 'AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=';
+const dirs: string[] = [];
+const tempDir = () => {
+  const d = mkdtempSync(join(tmpdir(), 'sotalk-config-'));
+  dirs.push(d);
+  return d;
+};
+afterEach(() => {
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+
+function configError(env: Record<string, string>): ConfigError {
+  try {
+    loadConfig({ SOTALK_DATA_DIR: tempDir(), ...env });
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigError);
+    return err as ConfigError;
+  }
+  throw new Error('expected a ConfigError');
+}
+
+describe('loadConfig', () => {
+  it('applies the SPEC §2 defaults', () => {
+    const c = loadConfig({ ENCRYPTION_MASTER_KEY: KEY, SOTALK_DATA_DIR: tempDir() });
+    expect(c.port).toBe(8080);
+    expect(c.host).toBe('0.0.0.0');
+    expect(c.databaseUrl).toBeUndefined();
+    expect(c.redisUrl).toBeUndefined();
+    expect(c.masterKey).toEqual(Buffer.from(KEY, 'base64'));
+    expect(c.oldMasterKeys).toEqual([]);
+    expect(c.authTokenTtlS).toBe(86400);
+    expect(c.cryptoPoolSize).toBeGreaterThanOrEqual(1);
+    expect(c.maxMessageBytes).toBe(65536);
+    expect(c.wsMaxFrameBytes).toBe(4 * 65536);
+    expect(c.wsMaxBufferedBytes).toBe(4 * 1024 * 1024);
+    expect(c.rateLimitSendPerMin).toBe(6000);
+    expect(c.searchEnabled).toBe(true);
+  });
+
+  it('derives WS_MAX_FRAME_BYTES from MAX_MESSAGE_BYTES', () => {
+    const c = loadConfig({ ENCRYPTION_MASTER_KEY: KEY, SOTALK_DATA_DIR: tempDir(), MAX_MESSAGE_BYTES: '1000', CRYPTO_POOL_SIZE: '0' });
+    expect(c.wsMaxFrameBytes).toBe(4000);
+    expect(c.cryptoPoolSize).toBe(0);
+  });
+
+  it.each([
+    ['PORT', 'eighty'],
+    ['PORT', '70000'],
+    ['AUTH_TOKEN_TTL_S', '0'],
+    ['CRYPTO_POOL_SIZE', '-1'],
+    ['MAX_MESSAGE_BYTES', '1.5'],
+    ['RATE_LIMIT_SEND_PER_MIN', 'lots'],
+    ['SEARCH_ENABLED', 'maybe'],
+    ['DATABASE_URL', 'not a url'],
+    ['DATABASE_URL', 'mysql://localhost/x'],
+    ['REDIS_URL', 'http://localhost'],
+  ])('rejects %s=%s naming the variable', (name, value) => {
+    const err = configError({ ENCRYPTION_MASTER_KEY: KEY, [name]: value });
+    expect(err.variable).toBe(name);
+    expect(err.message).toContain(name);
+  });
+
+  it.each([
+    ['not base64', 'this is not base64!!'],
+    ['too short', Buffer.alloc(16, 7).toString('base64')],
+    ['too long', Buffer.alloc(33, 7).toString('base64')],
+  ])('refuses a master key that is %s, never printing it', (_why, value) => {
+    const err = configError({ ENCRYPTION_MASTER_KEY: value });
+    expect(err.message).toContain('ENCRYPTION_MASTER_KEY');
+    expect(err.message).not.toContain(value);
+  });
+
+  it('refuses a malformed old master key, naming its position', () => {
+    const bad = Buffer.alloc(31, 1).toString('base64');
+    const err = configError({ ENCRYPTION_MASTER_KEY: KEY, ENCRYPTION_OLD_MASTER_KEYS: `${KEY},${bad}` });
+    expect(err.message).toContain('ENCRYPTION_OLD_MASTER_KEYS[1]');
+    expect(err.message).not.toContain(bad);
+  });
+
+  it('parses old master keys', () => {
+    const other = Buffer.alloc(32, 9).toString('base64');
+    const c = loadConfig({ ENCRYPTION_MASTER_KEY: KEY, ENCRYPTION_OLD_MASTER_KEYS: ` ${other} ,`, SOTALK_DATA_DIR: tempDir() });
+    expect(c.oldMasterKeys).toEqual([Buffer.alloc(32, 9)]);
+  });
+
+  it('refuses to start in production without a master key', () => {
+    const err = configError({ NODE_ENV: 'production' });
+    expect(err.variable).toBe('ENCRYPTION_MASTER_KEY');
+    expect(err.message).toMatch(/required/);
+  });
+
+  it('creates a 0600 development key file once and reuses it', () => {
+    const dir = tempDir();
+    const first = loadConfig({ SOTALK_DATA_DIR: dir });
+    expect(first.masterKeySource).toBe('dev-file-created');
+    const file = join(dir, 'master.key');
+    expect(statSync(file).mode & 0o777).toBe(0o600);
+    expect(Buffer.from(readFileSync(file, 'utf8').trim(), 'base64')).toEqual(first.masterKey);
+    const second = loadConfig({ SOTALK_DATA_DIR: dir });
+    expect(second.masterKeySource).toBe('dev-file');
+    expect(second.masterKey).toEqual(first.masterKey);
+  });
+
+  it('refuses a corrupt development key file without printing it', () => {
+    const dir = tempDir();
+    writeFileSync(join(dir, 'master.key'), 'c2hvcnQ=\n');
+    expect(() => loadConfig({ SOTALK_DATA_DIR: dir })).toThrow(/must decode to exactly 32 bytes/);
+  });
+});
