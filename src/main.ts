@@ -14,7 +14,10 @@ import { KeyVersions } from './keys/key-versions.js';
 import { MasterKeyring } from './keys/keyring.js';
 import { createLogger, type Logger } from './log.js';
 import { Metrics } from './metrics.js';
-import { noEvents } from './realtime/events.js';
+import { EventBus } from './realtime/fanout.js';
+import { SocketHub } from './realtime/hub.js';
+import { MemberDirectory } from './realtime/member-directory.js';
+import { SocketServer } from './realtime/socket-server.js';
 import { AuditLog } from './services/audit-log.js';
 import { AuthService } from './services/auth.js';
 import { ConversationService } from './services/conversations.js';
@@ -66,7 +69,15 @@ export async function startServer(config: Config, deps: ServerDeps = {}): Promis
   const keys = new KeyVersions(db.pool, keyring, clock);
   const audit = new AuditLog({ pool: db.pool, logger, clock });
   const metrics: Metrics = new Metrics({ pool: () => cipher.stats(), auditBacklog: () => audit.backlog });
-  const events = noEvents;
+  const app = uWS.App();
+  const hub = new SocketHub(app, { onFramesOut: (n) => metrics.wsFrames.inc({ direction: 'out' }, n) });
+  const events = new EventBus({
+    hub,
+    directory: new MemberDirectory(db.pool),
+    logger,
+    redisUrl: config.redisUrl,
+    onRejected: () => metrics.droppedInputs.inc({ source: 'redis' }),
+  });
 
   const auth = new AuthService({
     pool: db.pool,
@@ -81,7 +92,13 @@ export async function startServer(config: Config, deps: ServerDeps = {}): Promis
   });
 
   const routes: Route[] = [
-    ...opsRoutes([{ name: 'database', check: async () => void (await db.pool.query('SELECT 1')) }], metrics.registry),
+    ...opsRoutes(
+      [
+        { name: 'database', check: async () => void (await db.pool.query('SELECT 1')) },
+        ...(config.redisUrl ? [{ name: 'redis', check: () => events.ping() }] : []),
+      ],
+      metrics.registry,
+    ),
     ...authRoutes(auth),
     ...userRoutes(users),
     ...conversationRoutes(conversations),
@@ -93,7 +110,19 @@ export async function startServer(config: Config, deps: ServerDeps = {}): Promis
     logger,
     observe: (route, method, status, seconds) => metrics.observeHttp(route, method, status, seconds),
   };
-  const app = uWS.App();
+  const sockets = new SocketServer({
+    auth,
+    messages,
+    conversations,
+    bus: events,
+    hub,
+    logger,
+    maxFrameBytes: config.wsMaxFrameBytes,
+    maxBufferedBytes: config.wsMaxBufferedBytes,
+    onConnections: (delta) => metrics.wsConnections.inc(delta),
+    onFrames: (direction, n) => metrics.wsFrames.inc({ direction }, n),
+  });
+  sockets.mount(app);
   mountRoutes(app, routes, routerOptions);
   mountNotFound(app, routerOptions);
 
@@ -112,6 +141,9 @@ export async function startServer(config: Config, deps: ServerDeps = {}): Promis
     close() {
       closing ??= (async () => {
         uWS.us_listen_socket_close(listenSocket);
+        sockets.closeAll();
+        hub.close();
+        await events.close();
         await audit.close();
         await cipher.close();
         await db.close();

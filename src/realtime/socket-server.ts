@@ -1,0 +1,184 @@
+import { randomUUID } from 'node:crypto';
+import { ApiError } from '../errors.js';
+import type { Logger } from '../log.js';
+import { errorReply } from '../http/router.js';
+import type { TemplatedApp, WebSocket } from '../http/uws.js';
+import type { AuthService } from '../services/auth.js';
+import type { ConversationService } from '../services/conversations.js';
+import type { MessageService } from '../services/messages.js';
+import { parseInput } from '../http/validation.js';
+import type { EventBus } from './fanout.js';
+import { userTopic, type SocketHub } from './hub.js';
+import { MSGPACK_PROTOCOL, clientFrame, decodeFrame, packr, requestIdOf, type ClientFrame } from './protocol.js';
+
+interface SocketData {
+  id: string;
+  userId: string;
+  msgpack: boolean;
+  closed: boolean;
+}
+
+export interface SocketServerOptions {
+  auth: AuthService;
+  messages: MessageService;
+  conversations: ConversationService;
+  bus: EventBus;
+  hub: SocketHub;
+  logger: Logger;
+  maxFrameBytes: number;
+  maxBufferedBytes: number;
+  idleTimeoutS?: number;
+  /** Typing events allowed per user per window. */
+  typingPerWindow?: number;
+  typingWindowMs?: number;
+  onConnections?: (delta: number) => void;
+  onFrames?: (direction: 'in' | 'out', count: number) => void;
+}
+
+/** The /ws endpoint (SPEC §6): auth before upgrade, JSON or msgpack frames, sends, receipts, typing. */
+export class SocketServer {
+  readonly #o: SocketServerOptions;
+  readonly #sockets = new Set<WebSocket<SocketData>>();
+  readonly #typing = new Map<string, { windowStart: number; count: number }>();
+
+  constructor(options: SocketServerOptions) {
+    this.#o = options;
+  }
+
+  get connections(): number {
+    return this.#sockets.size;
+  }
+
+  mount(app: TemplatedApp): void {
+    const o = this.#o;
+    app.ws<SocketData>('/ws', {
+      // uWS drops larger frames without a close frame; frames between the two limits get 1009.
+      maxPayloadLength: Math.min(2 * o.maxFrameBytes + 64 * 1024, 512 * 1024 * 1024),
+      maxBackpressure: o.maxBufferedBytes,
+      closeOnBackpressureLimit: 1,
+      idleTimeout: o.idleTimeoutS ?? 60,
+      sendPingsAutomatically: true,
+      upgrade: (res, req, context) => {
+        const header = req.getHeader('authorization');
+        const query = new URLSearchParams(req.getQuery() ?? '');
+        const token = /^Bearer\s+(\S+)\s*$/i.exec(header)?.[1] ?? query.get('token') ?? '';
+        const offered = req.getHeader('sec-websocket-protocol').split(',').map((p) => p.trim()).filter(Boolean);
+        const key = req.getHeader('sec-websocket-key');
+        const extensions = req.getHeader('sec-websocket-extensions');
+        let userId: string;
+        try {
+          userId = o.auth.authenticate(token).id;
+        } catch (err) {
+          const message = err instanceof ApiError ? err.message : 'invalid token';
+          res.cork(() => {
+            res.writeStatus('401 Unauthorized').writeHeader('content-type', 'application/json').end(JSON.stringify({ error: { code: 'unauthorized', message } }));
+          });
+          return;
+        }
+        const msgpack = offered.includes(MSGPACK_PROTOCOL);
+        res.upgrade<SocketData>({ id: randomUUID(), userId, msgpack, closed: false }, key, msgpack ? MSGPACK_PROTOCOL : '', extensions, context);
+      },
+      open: (ws) => {
+        const data = ws.getUserData();
+        this.#sockets.add(ws);
+        ws.subscribe(userTopic(data.userId, data.msgpack));
+        o.bus.userOnline(data.userId);
+        o.onConnections?.(1);
+        this.#reply(ws, data, { type: 'hello', user_id: data.userId });
+      },
+      message: (ws, message, isBinary) => {
+        o.onFrames?.('in', 1);
+        if (message.byteLength > o.maxFrameBytes) {
+          ws.end(1009, 'frame too large');
+          return;
+        }
+        const data = ws.getUserData();
+        let raw: unknown;
+        let frame: ClientFrame;
+        try {
+          raw = decodeFrame(message, isBinary, data.msgpack);
+          frame = parseInput(clientFrame, raw);
+        } catch (err) {
+          this.#replyError(ws, data, requestIdOf(raw), err);
+          return;
+        }
+        void this.#handle(ws, data, frame).catch((err: unknown) => this.#replyError(ws, data, frame.request_id, err));
+      },
+      close: (ws) => {
+        const data = ws.getUserData();
+        data.closed = true;
+        this.#sockets.delete(ws);
+        o.bus.userOffline(data.userId);
+        o.onConnections?.(-1);
+      },
+    });
+  }
+
+  async #handle(ws: WebSocket<SocketData>, data: SocketData, frame: ClientFrame): Promise<void> {
+    const o = this.#o;
+    switch (frame.type) {
+      case 'ping':
+        this.#reply(ws, data, frame.request_id === undefined ? { type: 'pong' } : { type: 'pong', request_id: frame.request_id });
+        return;
+      case 'send': {
+        const { message } = await o.messages.send(data.userId, {
+          conversationId: frame.conversation_id,
+          recipientId: frame.recipient_id,
+          content: frame.content,
+          contentType: frame.content_type,
+          replyToId: frame.reply_to_id ?? null,
+          clientMessageId: frame.client_message_id ?? null,
+          signature: frame.signature ?? null,
+        });
+        this.#reply(ws, data, { type: 'ack', request_id: frame.request_id ?? null, message });
+        return;
+      }
+      case 'received':
+      case 'read':
+        await o.conversations.markRead(frame.conversation_id, data.userId, frame.seq, frame.type === 'read' ? 'read' : 'delivered');
+        return;
+      case 'typing':
+        if (!this.#allowTyping(data.userId)) throw new ApiError('rate_limited', 'too many typing events', undefined, 1);
+        await o.conversations.requireMember(frame.conversation_id, data.userId);
+        o.bus.typing(frame.conversation_id, data.userId);
+        return;
+    }
+  }
+
+  #allowTyping(userId: string): boolean {
+    const now = Date.now();
+    const windowMs = this.#o.typingWindowMs ?? 5000;
+    const limit = this.#o.typingPerWindow ?? 10;
+    const entry = this.#typing.get(userId);
+    if (!entry || now - entry.windowStart >= windowMs) {
+      if (this.#typing.size > 100_000) this.#typing.clear();
+      this.#typing.set(userId, { windowStart: now, count: 1 });
+      return true;
+    }
+    entry.count++;
+    return entry.count <= limit;
+  }
+
+  /** `data` is the socket's own: after close, touching `ws` itself would throw. */
+  #reply(ws: WebSocket<SocketData>, data: SocketData, body: object): void {
+    if (data.closed) return;
+    ws.cork(() => {
+      ws.send(data.msgpack ? packr.pack(body) : JSON.stringify(body), data.msgpack);
+    });
+    this.#o.onFrames?.('out', 1);
+  }
+
+  #replyError(ws: WebSocket<SocketData>, data: SocketData, requestId: string | number | undefined, err: unknown): void {
+    const reply = errorReply(err, this.#o.logger, String(requestId ?? ''));
+    const error = (reply.body as { error: unknown }).error;
+    this.#reply(ws, data, { type: 'error', request_id: requestId ?? null, error });
+  }
+
+  /** Closes every socket with 1001 (going away), for shutdown. */
+  closeAll(): void {
+    for (const ws of [...this.#sockets]) {
+      const data = ws.getUserData();
+      if (!data.closed) ws.end(1001, 'server shutting down');
+    }
+  }
+}
