@@ -1,0 +1,107 @@
+// Micro-benchmarks of the crypto hot paths: encrypt, decrypt, derive, pool vs inline.
+// Run: npm run bench   (BENCH_TIME_MS=200 for a quick pass, BENCH_JSON=1 for JSON lines)
+import { createCipheriv, createDecipheriv, createSecretKey, randomBytes } from 'node:crypto';
+import { Bench } from 'tinybench';
+import { open, seal } from '../src/crypto/aead.js';
+import { openBatch, sealBatch, type OpenJob, type SealJob } from '../src/crypto/batch.js';
+import { deriveConversationKey } from '../src/crypto/kdf.js';
+import { NonceSource } from '../src/crypto/nonce.js';
+import { MessageCipher } from '../src/cipher/message-cipher.js';
+import { ConversationKeyCache, type KeyRef } from '../src/keys/conversation-keys.js';
+import { MasterKeyring } from '../src/keys/keyring.js';
+import { report } from './report.js';
+
+const time = Number(process.env.BENCH_TIME_MS ?? 1000);
+const master = randomBytes(32);
+const keyring = new MasterKeyring(master);
+const ref: KeyRef = { conversationId: '0b8f6c2e-3d4a-4c1e-9a57-2f1d6b8e9c01', version: 1, createdUnixSeconds: 1732838400, fingerprint: keyring.active.fingerprint };
+const keyBytes = deriveConversationKey(master, ref.conversationId, ref.createdUnixSeconds, ref.version);
+const key = createSecretKey(keyBytes);
+const aad = Buffer.from(`${ref.conversationId}:018f3a6e-7b1c-7d2e-8f30-4a5b6c7d8e9f:5a1e3c9d-2b4f-4e6a-8c0d-1f2e3a4b5c6d`);
+const nonces = new NonceSource();
+
+// 1. AES-256-GCM per message size: raw node:crypto vs the project's seal/open.
+for (const size of [256, 4096, 65536]) {
+  const plaintext = randomBytes(size);
+  const fixedNonce = randomBytes(12);
+  const sealed = seal(key, fixedNonce, plaintext, aad);
+  const bench = new Bench({ time, warmupTime: Math.min(200, time) });
+  bench
+    .add(`raw node:crypto encrypt (prefetched nonce)`, () => {
+      const c = createCipheriv('aes-256-gcm', key, nonces.next());
+      c.setAAD(aad);
+      c.update(plaintext);
+      c.final();
+      c.getAuthTag();
+    })
+    .add(`raw node:crypto encrypt (randomBytes nonce)`, () => {
+      const c = createCipheriv('aes-256-gcm', key, randomBytes(12));
+      c.setAAD(aad);
+      c.update(plaintext);
+      c.final();
+      c.getAuthTag();
+    })
+    .add(`sotalk seal`, () => {
+      seal(key, nonces.next(), plaintext, aad);
+    })
+    .add(`raw node:crypto decrypt`, () => {
+      const d = createDecipheriv('aes-256-gcm', key, fixedNonce);
+      d.setAAD(aad);
+      d.setAuthTag(sealed.tag);
+      d.update(sealed.ciphertext);
+      d.final();
+    })
+    .add(`sotalk open`, () => {
+      open(key, fixedNonce, sealed.ciphertext, sealed.tag, aad);
+    });
+  await bench.run();
+  report(`AES-256-GCM, ${size} B message`, bench);
+}
+
+// 2. Key derivation: HKDF per call vs the in-process cache.
+{
+  const cache = new ConversationKeyCache(keyring);
+  let i = 0;
+  const bench = new Bench({ time, warmupTime: Math.min(200, time) });
+  bench
+    .add('derive uncached (HKDF, KeyObject ikm)', () => {
+      deriveConversationKey(keyring.active.key, ref.conversationId, ref.createdUnixSeconds, ++i);
+    })
+    .add('derive uncached (HKDF, Buffer ikm)', () => {
+      deriveConversationKey(master, ref.conversationId, ref.createdUnixSeconds, ++i);
+    })
+    .add('derive cached (LRU hit)', () => {
+      cache.get(ref);
+    });
+  await bench.run();
+  report('conversation key derivation', bench);
+}
+
+// 3. Batch decryption / encryption: inline vs the worker pool, per batch size (messages/s).
+{
+  const cipher = new MessageCipher({ keyring, poolSize: Number(process.env.CRYPTO_POOL_SIZE ?? 1), inlineMax: 0 });
+  const cache = new ConversationKeyCache(keyring);
+  const resolve = (r: KeyRef) => cache.get(r);
+  const plaintext = randomBytes(256);
+  for (const n of [1, 10, 100, 1000]) {
+    const sealJobs: SealJob<KeyRef>[] = Array.from({ length: n }, () => ({ key: ref, aad: aad.toString(), plaintext }));
+    const openJobs: OpenJob<KeyRef>[] = sealBatch(sealJobs, resolve, nonces).map((s) => ({ key: ref, aad: aad.toString(), ...s }));
+    const bench = new Bench({ time, warmupTime: Math.min(200, time) });
+    bench
+      .add(`open ${n} inline`, () => {
+        openBatch(openJobs, resolve);
+      })
+      .add(`open ${n} pool`, async () => {
+        await cipher.open(openJobs);
+      })
+      .add(`seal ${n} inline`, () => {
+        sealBatch(sealJobs, resolve, nonces);
+      })
+      .add(`seal ${n} pool`, async () => {
+        await cipher.seal(sealJobs);
+      });
+    await bench.run();
+    report(`batch of ${n} × 256 B, messages/s`, bench, n);
+  }
+  await cipher.close();
+}
