@@ -1,23 +1,36 @@
 // Piscina task file: batch encryption and decryption off the main thread. Never touches the database.
 import { workerData } from 'node:worker_threads';
-import { openBatch, sealBatch, type OpenJob, type SealJob } from '../src/crypto/batch.js';
+import { move } from 'piscina';
+import { open, seal } from '../src/crypto/aead.js';
 import { NonceSource } from '../src/crypto/nonce.js';
+import { runPackedOpen, runPackedSeal, setRunSeconds, type PackedBatch } from '../src/crypto/packed-batch.js';
 import { ConversationKeyCache, type KeyRef } from '../src/keys/conversation-keys.js';
 import { MasterKeyring } from '../src/keys/keyring.js';
-
-export type CryptoTask = { op: 'seal'; jobs: SealJob<KeyRef>[] } | { op: 'open'; jobs: OpenJob<KeyRef>[] };
 
 const masterKeys = (workerData as { masterKeys: Uint8Array[] }).masterKeys.map((k) => Buffer.from(k));
 const [first, ...rest] = masterKeys;
 if (!first) throw new Error('crypto worker started without master keys');
+// Each worker derives and caches conversation keys itself (bounded LRU, zeroed on eviction).
 const keys = new ConversationKeyCache(new MasterKeyring(first, rest));
 for (const k of masterKeys) k.fill(0);
 const nonces = new NonceSource();
-const resolve = (ref: KeyRef) => keys.get(ref);
+const b = (u: Uint8Array) => Buffer.from(u.buffer, u.byteOffset, u.byteLength);
 
-/** Returns the batch's results and how long it ran here, in seconds (`t`). */
-export default function run(task: CryptoTask) {
+/** Runs one packed batch (see src/crypto/packed-batch.ts) and moves the reply buffer back. */
+export default function run(batch: PackedBatch<KeyRef>) {
   const started = performance.now();
-  const r = task.op === 'seal' ? sealBatch(task.jobs, resolve, nonces) : openBatch(task.jobs, resolve);
-  return { r, t: (performance.now() - started) / 1000 };
+  const reply =
+    batch.op === 'open'
+      ? runPackedOpen(batch, (ref, aad, nonce, ct, tag) => {
+          const key = keys.get(ref);
+          return key ? open(key, b(nonce), b(ct), b(tag), Buffer.from(aad)) : null;
+        })
+      : runPackedSeal(batch, (ref, aad, plaintext) => {
+          const key = keys.get(ref);
+          if (!key) throw new Error('no master key for the requested key version');
+          const nonce = nonces.next();
+          return { nonce, ...seal(key, nonce, b(plaintext), Buffer.from(aad)) };
+        });
+  setRunSeconds(reply, (performance.now() - started) / 1000);
+  return move(reply);
 }

@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import { Piscina } from 'piscina';
 import { openBatch, sealBatch, type OpenJob, type SealJob, type SealOutput } from '../crypto/batch.js';
 import { NonceSource } from '../crypto/nonce.js';
-import { NONCE_BYTES, TAG_BYTES } from '../crypto/aead.js';
+import { packOpen, packSeal, readOpenReply, readSealReply, runSecondsOf, type PackedBatch } from '../crypto/packed-batch.js';
 import { ConversationKeyCache, type KeyRef } from '../keys/conversation-keys.js';
 import type { MasterKeyring } from '../keys/keyring.js';
 
@@ -69,41 +69,41 @@ export class MessageCipher {
     return { size: this.#pool.threads.length, utilization: Math.min(1, Math.max(0, this.#pool.utilization)), queueDepth: this.#pool.queueSize };
   }
 
-  /** Runs a batch in a worker and unwraps the `{r, t}` reply, validating its envelope. */
-  async #run(task: { op: 'seal' | 'open'; jobs: unknown[] }): Promise<unknown> {
+  /** Runs a packed batch in a worker, its buffers moved both ways; returns the reply buffer. */
+  async #run(batch: PackedBatch<KeyRef>): Promise<unknown> {
     const submitted = performance.now();
-    const reply = (await this.#pool!.run(task)) as { r?: unknown; t?: unknown } | null;
-    if (!reply || typeof reply.t !== 'number' || !Array.isArray(reply.r) || reply.r.length !== task.jobs.length) {
-      throw new WorkerReplyError(`${task.op}: malformed worker reply`);
+    const reply: unknown = await this.#pool!.run(batch, { transferList: [batch.meta.buffer, batch.data.buffer] as ArrayBuffer[] });
+    if (reply instanceof ArrayBuffer && reply.byteLength >= 8) {
+      const run = runSecondsOf(reply);
+      this.#onTask?.(Math.max(0, (performance.now() - submitted) / 1000 - run), run);
     }
-    const total = (performance.now() - submitted) / 1000;
-    this.#onTask?.(Math.max(0, total - reply.t), reply.t);
-    return reply.r;
+    return reply;
   }
 
   async seal(jobs: SealJob<KeyRef>[]): Promise<SealOutput[]> {
     if (jobs.length === 0) return [];
     if (!this.#pool || jobs.length <= this.#inlineMax) return sealBatch(jobs, this.#resolve, this.#nonces);
-    const reply = (await this.#run({ op: 'seal', jobs })) as unknown[];
-    return reply.map((r: unknown) => {
-      const o = r as Partial<Record<keyof SealOutput, unknown>>;
-      if (!(o?.nonce instanceof Uint8Array) || o.nonce.length !== NONCE_BYTES) throw new WorkerReplyError('seal: bad nonce');
-      if (!(o.tag instanceof Uint8Array) || o.tag.length !== TAG_BYTES) throw new WorkerReplyError('seal: bad tag');
-      if (!(o.ciphertext instanceof Uint8Array)) throw new WorkerReplyError('seal: bad ciphertext');
-      return { nonce: toBuffer(o.nonce), tag: toBuffer(o.tag), ciphertext: toBuffer(o.ciphertext) };
-    });
+    const batch = packSeal(jobs, keyId);
+    const meta = batch.meta.slice();
+    try {
+      return readSealReply(await this.#run(batch), { meta });
+    } catch (err) {
+      throw new WorkerReplyError((err as Error).message);
+    }
   }
 
   /** Plaintext bytes per job, or null where the tag does not verify or the master key is not held. */
   async open(jobs: OpenJob<KeyRef>[]): Promise<(Buffer | null)[]> {
     if (jobs.length === 0) return [];
     if (!this.#pool || jobs.length <= this.#inlineMax) return openBatch(jobs, this.#resolve);
-    const reply = (await this.#run({ op: 'open', jobs })) as unknown[];
-    return reply.map((r: unknown) => {
-      if (r === null) return null;
-      if (!(r instanceof Uint8Array)) throw new WorkerReplyError('open: bad plaintext');
-      return toBuffer(r);
-    });
+    const batch = packOpen(jobs, keyId);
+    // The batch's buffers move to the worker; keep the layout to read the reply.
+    const meta = batch.meta.slice();
+    try {
+      return readOpenReply(await this.#run(batch), { meta });
+    } catch (err) {
+      throw new WorkerReplyError((err as Error).message);
+    }
   }
 
   async close(): Promise<void> {
@@ -112,4 +112,4 @@ export class MessageCipher {
   }
 }
 
-const toBuffer = (u: Uint8Array) => (Buffer.isBuffer(u) ? u : Buffer.from(u.buffer, u.byteOffset, u.byteLength));
+const keyId = (k: KeyRef) => `${k.conversationId}:${k.version}:${k.createdUnixSeconds}:${k.fingerprint}`;
