@@ -22,6 +22,7 @@ import { AuditLog } from './services/audit-log.js';
 import { AuthService } from './services/auth.js';
 import { ConversationService } from './services/conversations.js';
 import { MessageService } from './services/messages.js';
+import { SendBatcher } from './services/send-batcher.js';
 import { UserService } from './services/users.js';
 
 export interface ServerDeps {
@@ -87,8 +88,9 @@ export async function startServer(config: Config, deps: ServerDeps = {}): Promis
   });
   const users = new UserService(db.pool);
   const conversations = new ConversationService({ pool: db.pool, keys, events });
+  const batcher = new SendBatcher({ pool: db.pool, logger, maxInFlight: db.embedded ? 1 : 4 });
   const messages = new MessageService({
-    pool: db.pool, cipher, keys, conversations, audit, events, logger, maxMessageBytes: config.maxMessageBytes, counters: metrics,
+    pool: db.pool, cipher, keys, conversations, audit, events, logger, maxMessageBytes: config.maxMessageBytes, counters: metrics, batcher,
   });
 
   const routes: Route[] = [
@@ -142,6 +144,7 @@ export async function startServer(config: Config, deps: ServerDeps = {}): Promis
       closing ??= (async () => {
         uWS.us_listen_socket_close(listenSocket);
         sockets.closeAll();
+        await batcher.drain();
         hub.close();
         await events.close();
         await audit.close();

@@ -86,11 +86,6 @@ export async function selectMessageAccess(db: Queryable, messageId: string, user
   return rows[0];
 }
 
-export async function messageInConversation(db: Queryable, messageId: string, conversationId: string): Promise<boolean> {
-  const { rowCount } = await db.query('SELECT 1 FROM messages WHERE id = $1 AND conversation_id = $2', [messageId, conversationId]);
-  return rowCount === 1;
-}
-
 export interface NewMessage {
   id: string;
   conversationId: string;
@@ -103,37 +98,6 @@ export interface NewMessage {
   signature: string | null;
   replyToId: string | null;
   clientMessageId: string | null;
-}
-
-export interface InsertedMessage {
-  id: string;
-  seq: number;
-  created_at: Date;
-  updated_at: Date;
-}
-
-/**
- * Assigns the next seq (row lock on the conversation, so seqs are gap-free), inserts the message
- * and its metadata: one statement, one transaction. Undefined when the sender is not a member.
- */
-export async function insertMessage(db: Queryable, m: NewMessage): Promise<InsertedMessage | undefined> {
-  const { rows } = await db.query<InsertedMessage>(
-    `WITH c AS (
-       UPDATE conversations SET last_seq = last_seq + 1, last_activity_at = now(), updated_at = now()
-       WHERE id = $1 AND EXISTS (SELECT 1 FROM conversation_members WHERE conversation_id = $1 AND user_id = $3)
-       RETURNING last_seq
-     ), m AS (
-       INSERT INTO messages (id, conversation_id, sender_id, seq, content, content_type, signature, reply_to_id, client_message_id)
-       SELECT $2, $1, $3, c.last_seq, $4, $5, $6, $7, $8 FROM c
-       RETURNING id, seq, created_at, updated_at
-     ), e AS (
-       INSERT INTO message_encryption_metadata (message_id, nonce, tag, algorithm, key_version)
-       SELECT id, $9, $10, 'AES-256-GCM', $11 FROM m
-     )
-     SELECT * FROM m`,
-    [m.conversationId, m.id, m.senderId, m.ciphertext, m.contentType, m.signature, m.replyToId, m.clientMessageId, m.nonce, m.tag, m.keyVersion],
-  );
-  return rows[0];
 }
 
 /** Replaces a live message's ciphertext and metadata; undefined when it was deleted meanwhile. */
@@ -176,4 +140,96 @@ export async function tombstoneMessage(db: Queryable, id: string): Promise<Messa
     [id],
   );
   return selectMessageRow(db, id);
+}
+
+export interface BatchCheckRow {
+  kind: 'conversation' | 'member' | 'duplicate' | 'reply';
+  conversation_id: string;
+  user_id: string | null;
+  last_seq: number | null;
+  client_message_id: string | null;
+  message_id: string | null;
+}
+
+/**
+ * First statement of a group commit: locks the batch's conversations (in id order, so
+ * concurrent flushes cannot deadlock) and reports which senders are members, which
+ * client_message_ids exist already and which reply targets exist in which conversation.
+ */
+export async function lockAndCheckBatch(
+  db: Queryable,
+  conversationIds: string[],
+  senders: { conversationId: string; senderId: string }[],
+  clientIds: { conversationId: string; senderId: string; clientMessageId: string }[],
+  replyIds: string[],
+): Promise<BatchCheckRow[]> {
+  const { rows } = await db.query<BatchCheckRow>(
+    `WITH locked AS (
+       SELECT id, last_seq FROM conversations WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE
+     )
+     SELECT 'conversation' AS kind, id AS conversation_id, NULL::uuid AS user_id, last_seq, NULL::text AS client_message_id, NULL::uuid AS message_id
+       FROM locked
+     UNION ALL
+     SELECT 'member', cm.conversation_id, cm.user_id, NULL, NULL, NULL
+       FROM conversation_members cm JOIN unnest($2::uuid[], $3::uuid[]) AS p(c, u) ON cm.conversation_id = p.c AND cm.user_id = p.u
+     UNION ALL
+     SELECT 'duplicate', m.conversation_id, m.sender_id, NULL, m.client_message_id, m.id
+       FROM messages m JOIN unnest($4::uuid[], $5::uuid[], $6::text[]) AS q(c, u, k)
+         ON m.conversation_id = q.c AND m.sender_id = q.u AND m.client_message_id = q.k
+     UNION ALL
+     SELECT 'reply', m.conversation_id, NULL, NULL, NULL, m.id FROM messages m WHERE m.id = ANY($7::uuid[])`,
+    [
+      conversationIds,
+      senders.map((s) => s.conversationId),
+      senders.map((s) => s.senderId),
+      clientIds.map((c) => c.conversationId),
+      clientIds.map((c) => c.senderId),
+      clientIds.map((c) => c.clientMessageId),
+      replyIds,
+    ],
+  );
+  return rows;
+}
+
+export interface BatchMessage extends NewMessage {
+  seq: number;
+}
+
+/** Second statement of a group commit: new last_seq per conversation, all messages, all metadata. */
+export async function insertMessageBatch(
+  db: Queryable,
+  lastSeqs: Map<string, number>,
+  messages: BatchMessage[],
+): Promise<Map<string, { created_at: Date; updated_at: Date }>> {
+  const { rows } = await db.query<{ id: string; created_at: Date; updated_at: Date }>(
+    `WITH bumped AS (
+       UPDATE conversations c SET last_seq = v.last_seq, last_activity_at = now(), updated_at = now()
+       FROM unnest($1::uuid[], $2::bigint[]) AS v(id, last_seq) WHERE c.id = v.id
+     ), inserted AS (
+       INSERT INTO messages (id, conversation_id, sender_id, seq, content, content_type, signature, reply_to_id, client_message_id)
+       SELECT * FROM unnest($3::uuid[], $4::uuid[], $5::uuid[], $6::bigint[], $7::bytea[], $8::text[], $9::text[], $10::uuid[], $11::text[])
+       RETURNING id, created_at, updated_at
+     ), metadata AS (
+       INSERT INTO message_encryption_metadata (message_id, nonce, tag, key_version)
+       SELECT * FROM unnest($3::uuid[], $12::bytea[], $13::bytea[], $14::int[])
+     )
+     SELECT id, created_at, updated_at FROM inserted`,
+    [
+      [...lastSeqs.keys()],
+      [...lastSeqs.values()],
+      messages.map((m) => m.id),
+      messages.map((m) => m.conversationId),
+      messages.map((m) => m.senderId),
+      messages.map((m) => m.seq),
+      messages.map((m) => m.ciphertext),
+      messages.map((m) => m.contentType),
+      messages.map((m) => m.signature),
+      messages.map((m) => m.replyToId),
+      messages.map((m) => m.clientMessageId),
+      messages.map((m) => m.nonce),
+      messages.map((m) => m.tag),
+      messages.map((m) => m.keyVersion),
+    ],
+  );
+  return new Map(rows.map((r) => [r.id, { created_at: r.created_at, updated_at: r.updated_at }]));
 }

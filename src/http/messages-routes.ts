@@ -7,7 +7,11 @@ import { intQuery, parseInput, uuid, uuidParam, uuidQuery } from './validation.j
 
 /** Shared by HTTP sends and socket sends. */
 export const sendFields = {
-  content: z.string().min(1, 'content must not be empty'),
+  content: z
+    .string()
+    .min(1, 'content must not be empty')
+    // A lone surrogate cannot be stored as UTF-8 and would not round-trip.
+    .refine((s) => s.isWellFormed(), 'content must be well-formed Unicode (no lone surrogates)'),
   content_type: z.enum(CONTENT_TYPES).default('text'),
   reply_to_id: uuid.nullish(),
   client_message_id: z.string().min(1).max(128).nullish(),

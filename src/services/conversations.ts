@@ -1,3 +1,4 @@
+import { LRUCache } from 'lru-cache';
 import { v7 as uuidv7 } from 'uuid';
 import type pg from 'pg';
 import { ApiError, forbidden, invalid, notFound } from '../errors.js';
@@ -102,6 +103,8 @@ export class ConversationService {
   readonly #keys: KeyVersions;
   readonly #events: EventPublisher;
   lastMessages: LastMessageLoader = async () => new Map();
+  /** Current key version per conversation for the send path; briefly stale at worst (old versions stay valid). */
+  readonly #keyVersions = new LRUCache<string, number>({ max: 50_000, ttl: 2000 });
 
   constructor(options: ConversationServiceOptions) {
     this.#pool = options.pool;
@@ -114,6 +117,16 @@ export class ConversationService {
     const row = await findConversationForMember(this.#pool, conversationId, userId);
     if (!row) throw notFound('conversation', undefined);
     return row;
+  }
+
+  /** The key version new messages of a conversation use; 404 when it does not exist. */
+  async currentKeyVersion(conversationId: string): Promise<number> {
+    const hit = this.#keyVersions.get(conversationId);
+    if (hit !== undefined) return hit;
+    const { rows } = await this.#pool.query<{ v: number }>('SELECT current_key_version AS v FROM conversations WHERE id = $1', [conversationId]);
+    if (!rows[0]) throw notFound('conversation');
+    this.#keyVersions.set(conversationId, rows[0].v);
+    return rows[0].v;
   }
 
   async #withMembers(row: ConversationRow): Promise<Conversation> {
@@ -226,6 +239,7 @@ export class ConversationService {
     await this.requireMember(conversationId, userId);
     const version = await rotateConversationKey(this.#pool, conversationId, this.#keys.activeFingerprint, this.#keys.nowUnixSeconds());
     if (version === undefined) throw new ApiError('not_found', 'conversation not found');
+    this.#keyVersions.delete(conversationId);
     this.#events.publish(conversationId, { type: 'key_rotated', conversation_id: conversationId, current_key_version: version });
     return { conversation_id: conversationId, current_key_version: version };
   }

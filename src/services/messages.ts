@@ -3,8 +3,6 @@ import type pg from 'pg';
 import { ApiError, forbidden, invalid, notFound } from '../errors.js';
 import { listMembers, type ConversationRow, type MemberRow } from '../db/conversations.js';
 import {
-  insertMessage,
-  messageInConversation,
   selectByClientMessageId,
   selectMessageAccess,
   selectMessagesBySeq,
@@ -15,13 +13,13 @@ import {
   type PageCursor,
 } from '../db/messages.js';
 import type { AuditPurpose } from '../db/audit.js';
-import { sqlState } from '../db/transaction.js';
 import type { MessageCipher, OpenJob } from '../cipher/message-cipher.js';
 import type { KeyRef } from '../keys/conversation-keys.js';
 import type { KeyVersions } from '../keys/key-versions.js';
 import type { Logger } from '../log.js';
 import type { EventPublisher } from '../realtime/events.js';
 import type { AuditLog } from './audit-log.js';
+import type { SendBatcher } from './send-batcher.js';
 import type { ConversationService } from './conversations.js';
 import { ReceiptView, toMessage, type Message } from './message-view.js';
 
@@ -55,6 +53,7 @@ export interface MessageServiceOptions {
   logger: Logger;
   maxMessageBytes: number;
   counters: MessageCounters;
+  batcher: SendBatcher;
 }
 
 const aadOf = (conversationId: string, messageId: string, senderId: string) => `${conversationId}:${messageId}:${senderId}`;
@@ -79,66 +78,64 @@ export class MessageService {
     return sealed!;
   }
 
-  /** Encrypts and stores a message; `created` is false for an idempotent replay. */
+  /**
+   * Encrypts and stores a message through the group commit; `created` is false for an idempotent
+   * replay. Membership, idempotency and the reply target are checked inside the commit.
+   */
   async send(senderId: string, input: SendInput): Promise<{ message: Message; created: boolean }> {
     this.#checkSize(input.content);
-    const conversation: ConversationRow = input.recipientId
-      ? (await this.#o.conversations.getOrCreateDirect(senderId, input.recipientId, 'recipient_id')).row
-      : await this.#o.conversations.requireMember(input.conversationId!, senderId);
-
-    if (input.clientMessageId) {
-      const replay = await this.#replay(conversation.id, senderId, input);
-      if (replay) return { message: replay, created: false };
+    let conversationId: string;
+    let keyVersion: number;
+    if (input.recipientId) {
+      const { row } = await this.#o.conversations.getOrCreateDirect(senderId, input.recipientId, 'recipient_id');
+      conversationId = row.id;
+      keyVersion = row.current_key_version;
+    } else {
+      conversationId = input.conversationId!;
+      keyVersion = await this.#o.conversations.currentKeyVersion(conversationId);
     }
-    if (input.replyToId && !(await messageInConversation(this.#o.pool, input.replyToId, conversation.id))) {
-      throw invalid('reply_to_id', 'reply_to_id must name a message of the same conversation');
-    }
-    const key = await this.#o.keys.forEncryption(conversation.id, conversation.current_key_version);
+    const key = await this.#o.keys.forEncryption(conversationId, keyVersion);
     const id = uuidv7();
     const sealed = await this.#seal(key, id, senderId, input.content);
-    let inserted;
-    try {
-      inserted = await insertMessage(this.#o.pool, {
-        id,
-        conversationId: conversation.id,
-        senderId,
-        ciphertext: sealed.ciphertext,
-        nonce: sealed.nonce,
-        tag: sealed.tag,
-        keyVersion: key.version,
-        contentType: input.contentType,
-        signature: input.signature,
-        replyToId: input.replyToId,
-        clientMessageId: input.clientMessageId,
-      });
-    } catch (err) {
-      // Two sends with one client_message_id raced: the loser answers with the winner's message.
-      if (sqlState(err) === '23505' && (err as { constraint?: string }).constraint === 'messages_client_message_id') {
-        const replay = await this.#replay(conversation.id, senderId, input);
-        if (replay) return { message: replay, created: false };
-      }
-      throw err;
+    const outcome = await this.#o.batcher.submit({
+      id,
+      conversationId,
+      senderId,
+      ciphertext: sealed.ciphertext,
+      nonce: sealed.nonce,
+      tag: sealed.tag,
+      keyVersion: key.version,
+      contentType: input.contentType,
+      signature: input.signature,
+      replyToId: input.replyToId,
+      clientMessageId: input.clientMessageId,
+    });
+    if (outcome.kind === 'not_member') throw notFound('conversation', input.recipientId ? 'recipient_id' : undefined);
+    if (outcome.kind === 'bad_reply') throw invalid('reply_to_id', 'reply_to_id must name a message of the same conversation');
+    if (outcome.kind === 'duplicate') {
+      const replay = await this.#replay(conversationId, senderId, input);
+      if (!replay) throw new Error('duplicate client_message_id without a stored message');
+      return { message: replay, created: false };
     }
-    if (!inserted) throw notFound('conversation');
     const message = toMessage(
       {
         id,
-        conversation_id: conversation.id,
+        conversation_id: conversationId,
         sender_id: senderId,
-        seq: inserted.seq,
+        seq: outcome.seq,
         content_type: input.contentType,
         reply_to_id: input.replyToId,
         client_message_id: input.clientMessageId,
         signature: input.signature,
-        created_at: inserted.created_at,
-        updated_at: inserted.updated_at,
+        created_at: outcome.created_at,
+        updated_at: outcome.updated_at,
         edited_at: null,
         deleted_at: null,
       },
       input.content,
       'sent',
     );
-    this.#o.events.publish(conversation.id, { type: 'new_message', message });
+    this.#o.events.publish(conversationId, { type: 'new_message', message });
     return { message, created: true };
   }
 

@@ -1,0 +1,168 @@
+import type pg from 'pg';
+import { insertMessageBatch, lockAndCheckBatch, type BatchMessage, type NewMessage } from '../db/messages.js';
+import { withTransaction } from '../db/transaction.js';
+import type { Logger } from '../log.js';
+
+export type SendOutcome =
+  | { kind: 'inserted'; seq: number; created_at: Date; updated_at: Date }
+  /** The sender already has a message with this client_message_id here: answer with it. */
+  | { kind: 'duplicate' }
+  | { kind: 'not_member' }
+  | { kind: 'bad_reply' };
+
+interface Pending {
+  message: NewMessage;
+  resolve: (outcome: SendOutcome) => void;
+  reject: (err: unknown) => void;
+}
+
+export interface SendBatcherOptions {
+  pool: pg.Pool;
+  logger: Logger;
+  /** Most messages in one flush (one transaction). */
+  maxBatch?: number;
+  /** Flushes running at once (each holds a database connection). */
+  maxInFlight?: number;
+  onFlush?: (size: number, seconds: number) => void;
+}
+
+/**
+ * Group commit for sends: messages submitted in the same turn of the event loop (and while all
+ * flush slots are busy) are written in one transaction — lock conversations, check membership,
+ * idempotency and reply targets, assign gap-free seqs, multi-row insert — and each sender is
+ * answered only after the commit. A failed flush is retried message by message, so a failure
+ * fails only the messages it belongs to.
+ */
+export class SendBatcher {
+  readonly #pool: pg.Pool;
+  readonly #logger: Logger;
+  readonly #maxBatch: number;
+  readonly #maxInFlight: number;
+  readonly #onFlush: SendBatcherOptions['onFlush'];
+  #pending: Pending[] = [];
+  #inFlight = 0;
+  #scheduled = false;
+  #idle: (() => void)[] = [];
+
+  constructor(options: SendBatcherOptions) {
+    this.#pool = options.pool;
+    this.#logger = options.logger;
+    this.#maxBatch = options.maxBatch ?? 256;
+    this.#maxInFlight = options.maxInFlight ?? 4;
+    this.#onFlush = options.onFlush;
+  }
+
+  submit(message: NewMessage): Promise<SendOutcome> {
+    return new Promise((resolve, reject) => {
+      this.#pending.push({ message, resolve, reject });
+      this.#schedule();
+    });
+  }
+
+  #schedule(): void {
+    if (this.#inFlight >= this.#maxInFlight) return; // a finishing flush picks the rest up
+    if (this.#pending.length >= this.#maxBatch) {
+      this.#start();
+      return;
+    }
+    if (!this.#scheduled) {
+      this.#scheduled = true;
+      setImmediate(() => {
+        this.#scheduled = false;
+        this.#start();
+      });
+    }
+  }
+
+  #start(): void {
+    while (this.#inFlight < this.#maxInFlight && this.#pending.length > 0) {
+      const batch = this.#pending.splice(0, this.#maxBatch);
+      this.#inFlight++;
+      void this.#flush(batch).finally(() => {
+        this.#inFlight--;
+        if (this.#pending.length > 0) this.#schedule();
+        else if (this.#inFlight === 0) for (const done of this.#idle.splice(0)) done();
+      });
+    }
+  }
+
+  async #flush(batch: Pending[]): Promise<void> {
+    const started = performance.now();
+    try {
+      const outcomes = await withTransaction(this.#pool, (client) => this.#write(client, batch.map((p) => p.message)));
+      batch.forEach((p, i) => p.resolve(outcomes[i]!));
+      this.#onFlush?.(batch.length, (performance.now() - started) / 1000);
+    } catch (err) {
+      if (batch.length === 1) {
+        batch[0]!.reject(err);
+        return;
+      }
+      this.#logger.warn({ size: batch.length, err: { message: (err as Error).message, code: (err as { code?: string }).code } }, 'group commit failed; retrying one by one');
+      for (const p of batch) await this.#flush([p]);
+    }
+  }
+
+  async #write(client: pg.PoolClient, messages: NewMessage[]): Promise<SendOutcome[]> {
+    const conversationIds = [...new Set(messages.map((m) => m.conversationId))].sort();
+    const senders = uniqueBy(messages, (m) => `${m.conversationId}:${m.senderId}`).map((m) => ({ conversationId: m.conversationId, senderId: m.senderId }));
+    const clientIds = uniqueBy(
+      messages.filter((m) => m.clientMessageId !== null),
+      (m) => `${m.conversationId}:${m.senderId}:${m.clientMessageId}`,
+    ).map((m) => ({ conversationId: m.conversationId, senderId: m.senderId, clientMessageId: m.clientMessageId! }));
+    const replyIds = [...new Set(messages.flatMap((m) => (m.replyToId ? [m.replyToId] : [])))];
+
+    const lastSeq = new Map<string, number>();
+    const members = new Set<string>();
+    const duplicates = new Set<string>();
+    const replies = new Map<string, string>();
+    for (const row of await lockAndCheckBatch(client, conversationIds, senders, clientIds, replyIds)) {
+      if (row.kind === 'conversation') lastSeq.set(row.conversation_id, row.last_seq!);
+      else if (row.kind === 'member') members.add(`${row.conversation_id}:${row.user_id}`);
+      else if (row.kind === 'duplicate') duplicates.add(`${row.conversation_id}:${row.user_id}:${row.client_message_id}`);
+      else replies.set(row.message_id!, row.conversation_id);
+    }
+
+    const outcomes: SendOutcome[] = [];
+    const accepted: { index: number; message: BatchMessage }[] = [];
+    const bumped = new Map<string, number>();
+    for (const [index, m] of messages.entries()) {
+      const clientKey = m.clientMessageId === null ? undefined : `${m.conversationId}:${m.senderId}:${m.clientMessageId}`;
+      const last = lastSeq.get(m.conversationId);
+      if (last === undefined || !members.has(`${m.conversationId}:${m.senderId}`)) outcomes[index] = { kind: 'not_member' };
+      else if (m.replyToId && replies.get(m.replyToId) !== m.conversationId) outcomes[index] = { kind: 'bad_reply' };
+      else if (clientKey && duplicates.has(clientKey)) outcomes[index] = { kind: 'duplicate' };
+      else {
+        if (clientKey) duplicates.add(clientKey); // a second copy later in this batch replays the first
+        lastSeq.set(m.conversationId, last + 1);
+        bumped.set(m.conversationId, last + 1);
+        accepted.push({ index, message: { ...m, seq: last + 1 } });
+      }
+    }
+    if (accepted.length > 0) {
+      const times = await insertMessageBatch(client, bumped, accepted.map((a) => a.message));
+      for (const { index, message } of accepted) {
+        const t = times.get(message.id);
+        if (!t) throw new Error('group commit: an inserted message is missing from the reply');
+        outcomes[index] = { kind: 'inserted', seq: message.seq, created_at: t.created_at, updated_at: t.updated_at };
+      }
+    }
+    return outcomes;
+  }
+
+  /** Messages waiting for a flush (a gauge for operators). */
+  get backlog(): number {
+    return this.#pending.length;
+  }
+
+  /** Resolves once everything submitted so far is committed (or failed). */
+  drain(): Promise<void> {
+    if (this.#pending.length === 0 && this.#inFlight === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#idle.push(resolve));
+  }
+}
+
+function uniqueBy<T>(items: T[], key: (t: T) => string): T[] {
+  const seen = new Map<string, T>();
+  for (const item of items) if (!seen.has(key(item))) seen.set(key(item), item);
+  return [...seen.values()];
+}
