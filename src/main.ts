@@ -22,6 +22,7 @@ import { AuditLog } from './services/audit-log.js';
 import { AuthService } from './services/auth.js';
 import { ConversationService } from './services/conversations.js';
 import { MessageService } from './services/messages.js';
+import { HistoryCache } from './services/history-cache.js';
 import { SendBatcher } from './services/send-batcher.js';
 import { UserService } from './services/users.js';
 
@@ -91,6 +92,7 @@ export async function startServer(config: Config, deps: ServerDeps = {}): Promis
   const batcher = new SendBatcher({ pool: db.pool, logger, maxInFlight: db.embedded ? 1 : 4 });
   const messages = new MessageService({
     pool: db.pool, cipher, keys, conversations, audit, events, logger, maxMessageBytes: config.maxMessageBytes, counters: metrics, batcher,
+    history: new HistoryCache(),
   });
 
   const routes: Route[] = [

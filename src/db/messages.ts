@@ -32,16 +32,49 @@ const SELECT_WITH_METADATA = `
 
 export type PageCursor = { kind: 'latest' } | { kind: 'before'; seq: number } | { kind: 'after'; seq: number };
 
-/** Up to `limit` messages of one conversation in the cursor's direction (not yet ordered ascending). */
-export async function selectPage(db: Queryable, conversationId: string, cursor: PageCursor, limit: number): Promise<MessageRow[]> {
+/** A conversation's history version: changes with every send (last_seq), edit and delete. */
+export type HistoryVersion = string;
+const historyVersion = (lastSeq: number, editVersion: number): HistoryVersion => `${lastSeq}:${editVersion}`;
+
+/**
+ * Up to `limit` messages of one conversation in the cursor's direction (not yet ordered
+ * ascending), with the history version read in the same statement (same snapshot).
+ */
+export async function selectPage(
+  db: Queryable,
+  conversationId: string,
+  cursor: PageCursor,
+  limit: number,
+): Promise<{ rows: MessageRow[]; version: HistoryVersion | undefined }> {
   const [where, order] =
     cursor.kind === 'after' ? ['m.seq > $2', 'ASC'] : cursor.kind === 'before' ? ['m.seq < $2', 'DESC'] : ['$2::bigint IS NULL', 'DESC'];
   const seq = cursor.kind === 'latest' ? null : cursor.seq;
-  const { rows } = await db.query<MessageRow>(
-    `${SELECT_WITH_METADATA} WHERE m.conversation_id = $1 AND ${where} ORDER BY m.seq ${order} LIMIT $3`,
+  const { rows } = await db.query<MessageRow & { v_last_seq: number; v_edit_version: number }>(
+    `SELECT v.last_seq AS v_last_seq, v.edit_version AS v_edit_version, p.*
+     FROM (SELECT last_seq, edit_version FROM conversations WHERE id = $1) v
+     LEFT JOIN LATERAL (${SELECT_WITH_METADATA} WHERE m.conversation_id = $1 AND ${where} ORDER BY m.seq ${order} LIMIT $3) p ON true
+     ORDER BY p.seq ${order}`,
     [conversationId, seq, limit],
   );
-  return rows;
+  const first = rows[0];
+  if (!first) return { rows: [], version: undefined };
+  return { rows: first.id === null ? [] : rows, version: historyVersion(first.v_last_seq, first.v_edit_version) };
+}
+
+export interface ConversationState {
+  version: HistoryVersion;
+  members: { user_id: string; delivered_seq: number; read_seq: number }[];
+}
+
+/** The history version and every member's receipts: what a cached page needs to be served. */
+export async function selectConversationState(db: Queryable, conversationId: string): Promise<ConversationState | undefined> {
+  const { rows } = await db.query<{ last_seq: number; edit_version: number; user_id: string; delivered_seq: number; read_seq: number }>(
+    `SELECT c.last_seq, c.edit_version, m.user_id, m.delivered_seq, m.read_seq
+     FROM conversations c JOIN conversation_members m ON m.conversation_id = c.id WHERE c.id = $1`,
+    [conversationId],
+  );
+  if (rows.length === 0) return undefined;
+  return { version: historyVersion(rows[0]!.last_seq, rows[0]!.edit_version), members: rows };
 }
 
 export async function selectMessagesBySeq(db: Queryable, pairs: { conversationId: string; seq: number }[]): Promise<MessageRow[]> {
@@ -109,7 +142,9 @@ export async function updateMessageContent(
   const { rows } = await db.query<{ id: string }>(
     `WITH m AS (
        UPDATE messages SET content = $2, edited_at = now(), updated_at = now()
-       WHERE id = $1 AND deleted_at IS NULL RETURNING id
+       WHERE id = $1 AND deleted_at IS NULL RETURNING id, conversation_id
+     ), v AS (
+       UPDATE conversations SET edit_version = edit_version + 1 WHERE id IN (SELECT conversation_id FROM m)
      ), e AS (
        INSERT INTO message_encryption_metadata (message_id, nonce, tag, algorithm, key_version)
        SELECT id, $3, $4, 'AES-256-GCM', $5 FROM m
@@ -134,7 +169,9 @@ export async function tombstoneMessage(db: Queryable, id: string): Promise<Messa
   await db.query(
     `WITH m AS (
        UPDATE messages SET content = NULL, deleted_at = COALESCE(deleted_at, now()), updated_at = now()
-       WHERE id = $1 RETURNING id
+       WHERE id = $1 RETURNING id, conversation_id
+     ), v AS (
+       UPDATE conversations SET edit_version = edit_version + 1 WHERE id IN (SELECT conversation_id FROM m)
      )
      DELETE FROM message_encryption_metadata WHERE message_id IN (SELECT id FROM m)`,
     [id],

@@ -22,10 +22,17 @@ export interface Message {
   integrity_error?: true;
 }
 
-type MessageFields = Pick<
+export type MessageFields = Pick<
   MessageRow,
   'id' | 'conversation_id' | 'sender_id' | 'seq' | 'content_type' | 'reply_to_id' | 'client_message_id' | 'signature' | 'created_at' | 'updated_at' | 'edited_at' | 'deleted_at'
 >;
+
+/** A message row after decryption, without its ciphertext: what pages are built (and cached) from. */
+export interface DecryptedRow {
+  row: MessageFields;
+  content: string | null;
+  integrityError: boolean;
+}
 
 export function toMessage(row: MessageFields, content: string | null, status: MessageStatus, integrityError = false): Message {
   const message: Message = {

@@ -5,6 +5,7 @@ import { listMembers, type ConversationRow, type MemberRow } from '../db/convers
 import {
   selectByClientMessageId,
   selectMessageAccess,
+  selectConversationState,
   selectMessagesBySeq,
   selectPage,
   tombstoneMessage,
@@ -21,7 +22,8 @@ import type { EventPublisher } from '../realtime/events.js';
 import type { AuditLog } from './audit-log.js';
 import type { SendBatcher } from './send-batcher.js';
 import type { ConversationService } from './conversations.js';
-import { ReceiptView, toMessage, type Message } from './message-view.js';
+import type { HistoryCache } from './history-cache.js';
+import { ReceiptView, toMessage, type DecryptedRow, type Message } from './message-view.js';
 
 export const CONTENT_TYPES = ['text', 'markdown', 'json', 'image', 'file', 'audio', 'video'] as const;
 export type ContentType = (typeof CONTENT_TYPES)[number];
@@ -54,6 +56,7 @@ export interface MessageServiceOptions {
   maxMessageBytes: number;
   counters: MessageCounters;
   batcher: SendBatcher;
+  history: HistoryCache;
 }
 
 const aadOf = (conversationId: string, messageId: string, senderId: string) => `${conversationId}:${messageId}:${senderId}`;
@@ -147,18 +150,28 @@ export class MessageService {
     return toMessage(row, input.content, receipts.statusOf(row.sender_id, row.seq));
   }
 
+  /** One history page; hot pages come from the in-process cache while the history is unchanged. */
   async page(viewerId: string, conversationId: string, cursor: PageCursor, limit: number, requestId: string): Promise<{ messages: Message[]; has_more: boolean }> {
-    const [members, rows] = await Promise.all([
-      listMembers(this.#o.pool, [conversationId]),
-      selectPage(this.#o.pool, conversationId, cursor, limit + 1),
-    ]);
-    if (!members.some((m) => m.user_id === viewerId)) throw notFound('conversation');
-    const hasMore = rows.length > limit;
-    const page = rows.slice(0, limit);
-    if (cursor.kind !== 'after') page.reverse();
-    const receipts = new ReceiptView(members);
-    const messages = await this.render(viewerId, page, (r) => receipts.statusOf(r.sender_id, r.seq), 'fetch', requestId);
-    return { messages, has_more: hasMore };
+    const key = `${conversationId}:${cursor.kind}:${cursor.kind === 'latest' ? '' : cursor.seq}:${limit}`;
+    const load = () =>
+      this.#o.history.load(key, async () => {
+        const { rows, version } = await selectPage(this.#o.pool, conversationId, cursor, limit + 1);
+        if (version === undefined) return undefined;
+        const page = rows.slice(0, limit);
+        if (cursor.kind !== 'after') page.reverse();
+        return { version, rows: await this.#decrypt(page), hasMore: rows.length > limit };
+      });
+    const cached = this.#o.history.peek(key);
+    // Cold: read state and page together; warm: check the version first, reload only if stale.
+    const [state, first] = await Promise.all([selectConversationState(this.#o.pool, conversationId), cached ? Promise.resolve(cached) : load()]);
+    if (!state || !state.members.some((m) => m.user_id === viewerId)) throw notFound('conversation');
+    let page = first;
+    if (!page || page.version !== state.version) page = await load();
+    if (page && page.version !== state.version) page = await load();
+    if (!page) throw notFound('conversation');
+    const receipts = new ReceiptView(state.members);
+    const messages = this.#present(viewerId, page.rows, (r) => receipts.statusOf(r.sender_id, r.seq), 'fetch', requestId);
+    return { messages, has_more: page.hasMore };
   }
 
   async edit(userId: string, messageId: string, content: string): Promise<Message> {
@@ -192,16 +205,10 @@ export class MessageService {
   }
 
   /**
-   * Decrypts rows in one batch and renders them. A row whose tag fails (or whose key is gone) comes
-   * back with content null and integrity_error; the others are served and audited for `viewerId`.
+   * Decrypts rows in one batch. A row whose tag fails (or whose key is gone) comes back with
+   * content null and integrityError; it is counted and logged with ids only.
    */
-  async render(
-    viewerId: string | null,
-    rows: MessageRow[],
-    statusOf: (row: MessageRow) => Message['status'],
-    purpose: AuditPurpose,
-    requestId: string | null,
-  ): Promise<Message[]> {
+  async #decrypt(rows: MessageRow[]): Promise<DecryptedRow[]> {
     const jobs: OpenJob<KeyRef>[] = [];
     const jobIndex: number[] = [];
     rows.forEach((r, i) => {
@@ -218,9 +225,9 @@ export class MessageService {
       }
     });
     const plaintexts = await this.#o.cipher.open(jobs);
-    const served = new Map<string, number>();
-    const messages = rows.map((r, i) => {
-      if (r.deleted_at) return toMessage(r, null, statusOf(r));
+    return rows.map((r, i) => {
+      const { content: _c, nonce: _n, tag: _t, ...row } = r;
+      if (r.deleted_at) return { row, content: null, integrityError: false };
       const j = jobIndex[i];
       const plain = j === undefined ? null : plaintexts[j];
       if (!plain) {
@@ -229,16 +236,41 @@ export class MessageService {
           { messageId: r.id, conversationId: r.conversation_id, keyVersion: r.key_version, keyFingerprint: r.master_key_fingerprint },
           'message failed integrity check',
         );
-        return toMessage(r, null, statusOf(r), true);
+        return { row, content: null, integrityError: true };
       }
-      served.set(r.conversation_id, (served.get(r.conversation_id) ?? 0) + 1);
-      return toMessage(r, plain.toString('utf8'), statusOf(r));
+      return { row, content: plain.toString('utf8'), integrityError: false };
+    });
+  }
+
+  /** Renders decrypted rows for a viewer and audits what was served (one row per conversation). */
+  #present(
+    viewerId: string | null,
+    items: DecryptedRow[],
+    statusOf: (row: DecryptedRow['row']) => Message['status'],
+    purpose: AuditPurpose,
+    requestId: string | null,
+  ): Message[] {
+    const served = new Map<string, number>();
+    const messages = items.map(({ row, content, integrityError }) => {
+      if (content !== null) served.set(row.conversation_id, (served.get(row.conversation_id) ?? 0) + 1);
+      return toMessage(row, content, statusOf(row), integrityError);
     });
     for (const [conversationId, count] of served) {
       this.#o.counters.decrypted.inc(count);
       this.#o.audit.record(viewerId, conversationId, count, purpose, requestId);
     }
     return messages;
+  }
+
+  /** Decrypts, renders and audits rows (one batch). */
+  async render(
+    viewerId: string | null,
+    rows: MessageRow[],
+    statusOf: (row: DecryptedRow['row']) => Message['status'],
+    purpose: AuditPurpose,
+    requestId: string | null,
+  ): Promise<Message[]> {
+    return this.#present(viewerId, await this.#decrypt(rows), statusOf, purpose, requestId);
   }
 
   async #lastMessages(viewerId: string, rows: ConversationRow[], members: Map<string, MemberRow[]>, requestId: string): Promise<Map<string, Message>> {

@@ -1,0 +1,49 @@
+import { LRUCache } from 'lru-cache';
+import type { HistoryVersion } from '../db/messages.js';
+import type { DecryptedRow } from './message-view.js';
+
+export interface CachedPage {
+  version: HistoryVersion;
+  rows: DecryptedRow[];
+  hasMore: boolean;
+}
+
+const pageBytes = (p: CachedPage) => 256 + p.rows.reduce((n, r) => n + 400 + (r.content?.length ?? 0) * 2, 0);
+
+/**
+ * Decrypted history pages of busy conversations (what Discord does for hot channels): identical
+ * concurrent reads share one query and one decryption, and a page is served again while the
+ * conversation's history version (last_seq, edit count) is unchanged — checked against the
+ * database on every read, so an edit or send on any instance invalidates it. Bounded in bytes.
+ */
+export class HistoryCache {
+  readonly #pages: LRUCache<string, CachedPage>;
+  readonly #loading = new Map<string, Promise<CachedPage | undefined>>();
+
+  constructor(maxBytes = 64 * 1024 * 1024) {
+    this.#pages = new LRUCache({ maxSize: maxBytes, sizeCalculation: pageBytes });
+  }
+
+  peek(key: string): CachedPage | undefined {
+    return this.#pages.get(key);
+  }
+
+  /** Loads a page once for all concurrent callers; keeps it when it has a version. */
+  load(key: string, loader: () => Promise<CachedPage | undefined>): Promise<CachedPage | undefined> {
+    let pending = this.#loading.get(key);
+    if (!pending) {
+      pending = loader()
+        .then((page) => {
+          if (page) this.#pages.set(key, page);
+          return page;
+        })
+        .finally(() => this.#loading.delete(key));
+      this.#loading.set(key, pending);
+    }
+    return pending;
+  }
+
+  clear(): void {
+    this.#pages.clear();
+  }
+}
