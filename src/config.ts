@@ -34,6 +34,9 @@ export interface Config {
   rateLimitSendPerMin: number;
   dataDir: string;
   searchEnabled: boolean;
+  /** Retire a conversation key version after this many messages / seconds (0: never). */
+  keyRotationMessages: number;
+  keyRotationMaxAgeS: number;
   production: boolean;
   logLevel: string;
 }
@@ -136,6 +139,9 @@ export function loadConfig(env: Env = process.env): Config {
     rateLimitSendPerMin: intVar(env, 'RATE_LIMIT_SEND_PER_MIN', 6000, 0, 10_000_000),
     dataDir,
     searchEnabled: boolVar(env, 'SEARCH_ENABLED', true),
+    // 2^24 messages: far below the 2^32 random-nonce bound of NIST SP 800-38D.
+    keyRotationMessages: intVar(env, 'KEY_ROTATION_MESSAGES', 2 ** 24, 0, 2 ** 31),
+    keyRotationMaxAgeS: intVar(env, 'KEY_ROTATION_MAX_AGE_S', 90 * 86400, 0, 100 * 365 * 86400),
     production,
     logLevel: env.LOG_LEVEL?.trim() || 'info',
   };

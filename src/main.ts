@@ -68,7 +68,7 @@ export async function startServer(config: Config, deps: ServerDeps = {}): Promis
       metrics.cryptoTaskRun.observe(runS);
     },
   });
-  const keys = new KeyVersions(db.pool, keyring, clock);
+  const keys = new KeyVersions(db.pool, keyring, clock, { maxMessages: config.keyRotationMessages, maxAgeS: config.keyRotationMaxAgeS });
   const audit = new AuditLog({ pool: db.pool, logger, clock });
   const metrics: Metrics = new Metrics({ pool: () => cipher.stats(), auditBacklog: () => audit.backlog });
   const app = uWS.App();
@@ -89,7 +89,13 @@ export async function startServer(config: Config, deps: ServerDeps = {}): Promis
   });
   const users = new UserService(db.pool);
   const conversations = new ConversationService({ pool: db.pool, keys, events });
-  const batcher = new SendBatcher({ pool: db.pool, logger, maxInFlight: db.embedded ? 1 : 4 });
+  const batcher = new SendBatcher({
+    pool: db.pool,
+    logger,
+    maxInFlight: db.embedded ? 1 : 4,
+    retireKeyVersion: keys.retireIfFull,
+    onKeysRetired: (ids) => ids.forEach((id) => conversations.forgetKeyVersion(id)),
+  });
   const messages = new MessageService({
     pool: db.pool, cipher, keys, conversations, audit, events, logger, maxMessageBytes: config.maxMessageBytes, counters: metrics, batcher,
     history: new HistoryCache(),

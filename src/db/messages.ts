@@ -232,13 +232,25 @@ export interface BatchMessage extends NewMessage {
   seq: number;
 }
 
-/** Second statement of a group commit: new last_seq per conversation, all messages, all metadata. */
-export async function insertMessageBatch(
-  db: Queryable,
-  lastSeqs: Map<string, number>,
-  messages: BatchMessage[],
-): Promise<Map<string, { created_at: Date; updated_at: Date }>> {
-  const { rows } = await db.query<{ id: string; created_at: Date; updated_at: Date }>(
+export interface BatchInsertResult {
+  times: Map<string, { created_at: Date; updated_at: Date }>;
+  /** Messages now counted under each key version the batch used. */
+  keyUse: { conversation_id: string; version: number; message_count: number }[];
+}
+
+/**
+ * Second statement of a group commit: new last_seq per conversation, all messages, all
+ * metadata, and the message count of each key version used.
+ */
+export async function insertMessageBatch(db: Queryable, lastSeqs: Map<string, number>, messages: BatchMessage[]): Promise<BatchInsertResult> {
+  const use = new Map<string, { cid: string; version: number; n: number }>();
+  for (const m of messages) {
+    const k = `${m.conversationId}:${m.keyVersion}`;
+    const entry = use.get(k);
+    if (entry) entry.n++;
+    else use.set(k, { cid: m.conversationId, version: m.keyVersion, n: 1 });
+  }
+  const { rows } = await db.query<{ id: string | null; created_at: Date; updated_at: Date; conversation_id: string; version: number; message_count: number }>(
     `WITH bumped AS (
        UPDATE conversations c SET last_seq = v.last_seq, last_activity_at = now(), updated_at = now()
        FROM unnest($1::uuid[], $2::bigint[]) AS v(id, last_seq) WHERE c.id = v.id
@@ -249,8 +261,15 @@ export async function insertMessageBatch(
      ), metadata AS (
        INSERT INTO message_encryption_metadata (message_id, nonce, tag, key_version)
        SELECT * FROM unnest($3::uuid[], $12::bytea[], $13::bytea[], $14::int[])
+     ), counted AS (
+       UPDATE conversation_keys k SET message_count = k.message_count + u.n
+       FROM unnest($15::uuid[], $16::int[], $17::int[]) AS u(cid, version, n)
+       WHERE k.conversation_id = u.cid AND k.version = u.version
+       RETURNING k.conversation_id, k.version, k.message_count
      )
-     SELECT id, created_at, updated_at FROM inserted`,
+     SELECT id, created_at, updated_at, NULL::uuid AS conversation_id, NULL::int AS version, NULL::bigint AS message_count FROM inserted
+     UNION ALL
+     SELECT NULL, NULL, NULL, conversation_id, version, message_count FROM counted`,
     [
       [...lastSeqs.keys()],
       [...lastSeqs.values()],
@@ -266,7 +285,16 @@ export async function insertMessageBatch(
       messages.map((m) => m.nonce),
       messages.map((m) => m.tag),
       messages.map((m) => m.keyVersion),
+      [...use.values()].map((u) => u.cid),
+      [...use.values()].map((u) => u.version),
+      [...use.values()].map((u) => u.n),
     ],
   );
-  return new Map(rows.map((r) => [r.id, { created_at: r.created_at, updated_at: r.updated_at }]));
+  const times = new Map<string, { created_at: Date; updated_at: Date }>();
+  const keyUse: BatchInsertResult['keyUse'] = [];
+  for (const r of rows) {
+    if (r.id !== null) times.set(r.id, { created_at: r.created_at, updated_at: r.updated_at });
+    else keyUse.push({ conversation_id: r.conversation_id, version: r.version, message_count: r.message_count });
+  }
+  return { times, keyUse };
 }

@@ -3,6 +3,7 @@ import type pg from 'pg';
 import { findKeyVersion, rotateConversationKey } from '../db/conversations.js';
 import type { KeyRef } from './conversation-keys.js';
 import type { MasterKeyring } from './keyring.js';
+import type { Queryable } from '../db/transaction.js';
 
 /**
  * Conversation key versions (which master key, which timestamp) as KeyRefs. Rows never change
@@ -14,11 +15,26 @@ export class KeyVersions {
   readonly #clock: () => Date;
   readonly #cache = new LRUCache<string, KeyRef>({ max: 50_000 });
 
-  constructor(pool: pg.Pool, keyring: MasterKeyring, clock: () => Date) {
+  readonly #maxMessages: number;
+  readonly #maxAgeS: number;
+
+  /**
+   * `maxMessages` / `maxAgeS` retire a key version after that many messages or seconds (0: never
+   * by that measure); the next message then creates and uses a new version.
+   */
+  constructor(pool: pg.Pool, keyring: MasterKeyring, clock: () => Date, limits: { maxMessages?: number; maxAgeS?: number } = {}) {
     this.#pool = pool;
     this.#keyring = keyring;
     this.#clock = clock;
+    this.#maxMessages = limits.maxMessages ?? 0;
+    this.#maxAgeS = limits.maxAgeS ?? 0;
   }
+
+  /** In a group commit's transaction: makes a new version current when `version` is full. */
+  retireIfFull = async (client: Queryable, conversationId: string, version: number, messageCount: number): Promise<boolean> => {
+    if (this.#maxMessages <= 0 || messageCount < this.#maxMessages) return false;
+    return (await rotateConversationKey(client, conversationId, this.activeFingerprint, this.nowUnixSeconds(), version)) !== undefined;
+  };
 
   nowUnixSeconds(): number {
     return Math.floor(this.#clock().getTime() / 1000);
@@ -49,7 +65,8 @@ export class KeyVersions {
    */
   async forEncryption(conversationId: string, currentVersion: number): Promise<KeyRef> {
     const ref = await this.get(conversationId, currentVersion);
-    if (ref.fingerprint === this.activeFingerprint) return ref;
+    const expired = this.#maxAgeS > 0 && ref.createdUnixSeconds + this.#maxAgeS <= this.nowUnixSeconds();
+    if (ref.fingerprint === this.activeFingerprint && !expired) return ref;
     const created = await rotateConversationKey(this.#pool, conversationId, this.activeFingerprint, this.nowUnixSeconds(), currentVersion);
     if (created !== undefined) return this.get(conversationId, created);
     // Another sender rotated first: use what is current now.

@@ -129,6 +129,10 @@ export class ConversationService {
     return rows[0].v;
   }
 
+  forgetKeyVersion(conversationId: string): void {
+    this.#keyVersions.delete(conversationId);
+  }
+
   async #withMembers(row: ConversationRow): Promise<Conversation> {
     return toConversation(row, await listMembers(this.#pool, [row.id]));
   }

@@ -24,6 +24,13 @@ export interface SendBatcherOptions {
   /** Flushes running at once (each holds a database connection). */
   maxInFlight?: number;
   onFlush?: (size: number, seconds: number) => void;
+  /**
+   * Retires full key versions inside the flush's transaction: called for each key version the
+   * batch used with its message count; returns true when it made a new version current.
+   */
+  retireKeyVersion?: (client: pg.PoolClient, conversationId: string, version: number, messageCount: number) => Promise<boolean>;
+  /** After a commit that retired key versions (to refresh caches). */
+  onKeysRetired?: (conversationIds: string[]) => void;
 }
 
 /**
@@ -39,6 +46,8 @@ export class SendBatcher {
   readonly #maxBatch: number;
   readonly #maxInFlight: number;
   readonly #onFlush: SendBatcherOptions['onFlush'];
+  readonly #retire: SendBatcherOptions['retireKeyVersion'];
+  readonly #onRetired: SendBatcherOptions['onKeysRetired'];
   #pending: Pending[] = [];
   #inFlight = 0;
   #scheduled = false;
@@ -50,6 +59,8 @@ export class SendBatcher {
     this.#maxBatch = options.maxBatch ?? 256;
     this.#maxInFlight = options.maxInFlight ?? 4;
     this.#onFlush = options.onFlush;
+    this.#retire = options.retireKeyVersion;
+    this.#onRetired = options.onKeysRetired;
   }
 
   submit(message: NewMessage): Promise<SendOutcome> {
@@ -89,7 +100,8 @@ export class SendBatcher {
   async #flush(batch: Pending[]): Promise<void> {
     const started = performance.now();
     try {
-      const outcomes = await withTransaction(this.#pool, (client) => this.#write(client, batch.map((p) => p.message)));
+      const { outcomes, retired } = await withTransaction(this.#pool, (client) => this.#write(client, batch.map((p) => p.message)));
+      if (retired.length > 0) this.#onRetired?.(retired);
       batch.forEach((p, i) => p.resolve(outcomes[i]!));
       this.#onFlush?.(batch.length, (performance.now() - started) / 1000);
     } catch (err) {
@@ -102,7 +114,7 @@ export class SendBatcher {
     }
   }
 
-  async #write(client: pg.PoolClient, messages: NewMessage[]): Promise<SendOutcome[]> {
+  async #write(client: pg.PoolClient, messages: NewMessage[]): Promise<{ outcomes: SendOutcome[]; retired: string[] }> {
     const conversationIds = [...new Set(messages.map((m) => m.conversationId))].sort();
     const senders = uniqueBy(messages, (m) => `${m.conversationId}:${m.senderId}`).map((m) => ({ conversationId: m.conversationId, senderId: m.senderId }));
     const clientIds = uniqueBy(
@@ -138,15 +150,21 @@ export class SendBatcher {
         accepted.push({ index, message: { ...m, seq: last + 1 } });
       }
     }
+    const retired: string[] = [];
     if (accepted.length > 0) {
-      const times = await insertMessageBatch(client, bumped, accepted.map((a) => a.message));
+      const { times, keyUse } = await insertMessageBatch(client, bumped, accepted.map((a) => a.message));
+      if (this.#retire) {
+        for (const use of keyUse) {
+          if (await this.#retire(client, use.conversation_id, use.version, use.message_count)) retired.push(use.conversation_id);
+        }
+      }
       for (const { index, message } of accepted) {
         const t = times.get(message.id);
         if (!t) throw new Error('group commit: an inserted message is missing from the reply');
         outcomes[index] = { kind: 'inserted', seq: message.seq, created_at: t.created_at, updated_at: t.updated_at };
       }
     }
-    return outcomes;
+    return { outcomes, retired };
   }
 
   /** Messages waiting for a flush (a gauge for operators). */
