@@ -4,6 +4,7 @@ import { openDatabase } from '../db/database.js';
 import { migrateDown, migrateUp, migrationStatus } from '../db/migrations.js';
 import { createLogger } from '../log.js';
 import { startServer } from '../main.js';
+import { exportCommand, rotateConversationCommand, rotateMasterCommand, verifyCommand } from './jobs.js';
 
 const USAGE = `usage: sotalk [command]
 
@@ -12,6 +13,12 @@ commands:
   keygen                print a new base64 32-byte master key
   migrate up|down|status
                         apply pending migrations, revert the newest one, or list them
+  rotate-conversation <id> [--reencrypt]
+                        new key version for a conversation (and move its messages to it)
+  rotate-master         re-encrypt everything still under an old master key (resumable)
+  verify                decrypt every message; list failures and the master keys still needed
+  export <conversation_id>
+                        NDJSON of the conversation's decrypted messages on stdout
 `;
 
 /** Prints a config problem (it names the variable, never a value) and exits 1. */
@@ -88,6 +95,18 @@ switch (command) {
     break;
   case 'migrate':
     await migrate(args[0]);
+    break;
+  case 'rotate-master':
+    process.exitCode = await rotateMasterCommand(loadConfigOrExit());
+    break;
+  case 'rotate-conversation':
+    process.exitCode = await rotateConversationCommand(loadConfigOrExit(), args);
+    break;
+  case 'verify':
+    process.exitCode = await verifyCommand(loadConfigOrExit());
+    break;
+  case 'export':
+    process.exitCode = await exportCommand(loadConfigOrExit(), args);
     break;
   case 'help':
   case '--help':

@@ -298,3 +298,59 @@ export async function insertMessageBatch(db: Queryable, lastSeqs: Map<string, nu
   }
   return { times, keyUse };
 }
+
+/** Columns a streaming job needs to decrypt a message. */
+export const STREAM_COLUMNS = `
+  m.id, m.conversation_id, m.sender_id, m.seq, m.content, m.content_type, m.signature, m.reply_to_id,
+  m.client_message_id, m.created_at, m.updated_at, m.edited_at, m.deleted_at,
+  e.nonce, e.tag, e.key_version, k.created_unix_seconds, k.master_key_fingerprint`;
+
+export const STREAM_FROM = `
+  FROM messages m
+  JOIN message_encryption_metadata e ON e.message_id = m.id
+  LEFT JOIN conversation_keys k ON k.conversation_id = m.conversation_id AND k.version = e.key_version`;
+
+export interface Reencrypted {
+  id: string;
+  oldNonce: Buffer;
+  ciphertext: Buffer;
+  nonce: Buffer;
+  tag: Buffer;
+  keyVersion: number;
+}
+
+/**
+ * Swaps in re-encrypted ciphertexts, each only if the message still has the ciphertext that was
+ * decrypted (same nonce): an edit or delete that committed meanwhile wins. Message rows are locked
+ * first, in id order — the order edits and deletes lock them — so the two never deadlock.
+ * Returns how many were replaced.
+ */
+export async function replaceCiphertexts(db: Queryable, items: Reencrypted[]): Promise<number> {
+  if (items.length === 0) return 0;
+  const ids = items.map((i) => i.id);
+  await db.query('SELECT id FROM messages WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE', [ids]);
+  const { rows } = await db.query<{ n: number }>(
+    `WITH v AS (
+       SELECT * FROM unnest($1::uuid[], $2::bytea[], $3::bytea[], $4::bytea[], $5::bytea[], $6::int[])
+         AS v(id, old_nonce, content, nonce, tag, key_version)
+     ), meta AS (
+       UPDATE message_encryption_metadata e
+       SET nonce = v.nonce, tag = v.tag, key_version = v.key_version, created_at = now()
+       FROM v WHERE e.message_id = v.id AND e.nonce = v.old_nonce
+       RETURNING e.message_id
+     ), msg AS (
+       UPDATE messages m SET content = v.content FROM v, meta WHERE m.id = v.id AND meta.message_id = v.id
+       RETURNING m.id
+     )
+     SELECT count(*)::int AS n FROM msg`,
+    [
+      ids,
+      items.map((i) => i.oldNonce),
+      items.map((i) => i.ciphertext),
+      items.map((i) => i.nonce),
+      items.map((i) => i.tag),
+      items.map((i) => i.keyVersion),
+    ],
+  );
+  return rows[0]!.n;
+}

@@ -1,0 +1,228 @@
+import Cursor from 'pg-cursor';
+import type pg from 'pg';
+import type { MessageCipher } from '../cipher/message-cipher.js';
+import { listMembers, rotateConversationKey } from '../db/conversations.js';
+import { STREAM_COLUMNS, STREAM_FROM, replaceCiphertexts, type MessageRow, type Reencrypted } from '../db/messages.js';
+import { withTransaction } from '../db/transaction.js';
+import type { KeyRef } from '../keys/conversation-keys.js';
+import type { KeyVersions } from '../keys/key-versions.js';
+import type { MasterKeyring } from '../keys/keyring.js';
+import type { Logger } from '../log.js';
+import type { AuditLog } from './audit-log.js';
+import { ReceiptView, toMessage, type Message } from './message-view.js';
+
+export interface Progress {
+  /** Called after each batch with the running totals. */
+  update(done: number, total: number): void;
+  finish(done: number, total: number): void;
+}
+
+export interface KeyJobsOptions {
+  pool: pg.Pool;
+  cipher: MessageCipher;
+  keys: KeyVersions;
+  keyring: MasterKeyring;
+  audit: AuditLog;
+  logger: Logger;
+  batchSize?: number;
+  /**
+   * Embedded PGlite is one session: a cursor cannot stay open while batches commit, so rows are
+   * paged by key instead (same batches, same bounded memory).
+   */
+  embedded?: boolean;
+}
+
+export interface ReencryptReport {
+  total: number;
+  reencrypted: number;
+  /** Changed by an edit or delete while the job ran (the newer write won). */
+  skipped: number;
+  /** Messages that could not be decrypted (corrupt, or their master key is not held). */
+  failed: string[];
+}
+
+export interface VerifyReport {
+  checked: number;
+  failed: string[];
+  /** Every master-key fingerprint held or referenced, and whether any message still needs it. */
+  fingerprints: { fingerprint: string; needed: boolean; held: boolean }[];
+}
+
+const aadOf = (r: Pick<MessageRow, 'conversation_id' | 'id' | 'sender_id'>) => `${r.conversation_id}:${r.id}:${r.sender_id}`;
+const keyRefOf = (r: MessageRow): KeyRef | undefined =>
+  r.key_version === null || r.created_unix_seconds === null || !r.master_key_fingerprint
+    ? undefined
+    : { conversationId: r.conversation_id, version: r.key_version, createdUnixSeconds: r.created_unix_seconds, fingerprint: r.master_key_fingerprint };
+
+/**
+ * Long jobs over every message (CLI): re-encryption for key rotation, verification, export.
+ * Each streams rows with pg-cursor in batches (bounded memory), decrypts and encrypts through
+ * the worker pool and audits every decryption with its purpose.
+ */
+export class KeyJobs {
+  readonly #o: KeyJobsOptions;
+  readonly #batch: number;
+
+  constructor(options: KeyJobsOptions) {
+    this.#o = options;
+    this.#batch = options.batchSize ?? 500;
+  }
+
+  async #stream(where: string, params: unknown[], order: 'm.id' | 'm.seq', fn: (rows: MessageRow[]) => Promise<void>, from = STREAM_FROM): Promise<void> {
+    if (this.#o.embedded) {
+      let last: unknown = null;
+      const n = params.length;
+      for (;;) {
+        const { rows } = await this.#o.pool.query<MessageRow>(
+          `SELECT ${STREAM_COLUMNS} ${from} WHERE (${where}) AND ($${n + 1}::${order === 'm.id' ? 'uuid' : 'bigint'} IS NULL OR ${order} > $${n + 1})
+           ORDER BY ${order} LIMIT ${this.#batch}`,
+          [...params, last],
+        );
+        if (rows.length === 0) return;
+        await fn(rows);
+        const tail = rows[rows.length - 1]!;
+        last = order === 'm.id' ? tail.id : tail.seq;
+      }
+    }
+    const client = await this.#o.pool.connect();
+    try {
+      const cursor = client.query(new Cursor<MessageRow>(`SELECT ${STREAM_COLUMNS} ${from} WHERE ${where} ORDER BY ${order}`, params));
+      try {
+        for (let rows = await cursor.read(this.#batch); rows.length > 0; rows = await cursor.read(this.#batch)) await fn(rows);
+      } finally {
+        await cursor.close();
+      }
+    } finally {
+      client.release();
+    }
+  }
+
+  async #count(where: string, params: unknown[]): Promise<number> {
+    const { rows } = await this.#o.pool.query<{ n: number }>(`SELECT count(*)::int AS n ${STREAM_FROM} WHERE ${where}`, params);
+    return rows[0]!.n;
+  }
+
+  /** Decrypts a batch; returns plaintexts (null on failure) and audits the successes. */
+  async #open(rows: MessageRow[], purpose: 'reencrypt' | 'verify' | 'export'): Promise<(Buffer | null)[]> {
+    const jobs = rows.map((r) => ({ key: keyRefOf(r), aad: aadOf(r), nonce: r.nonce ?? Buffer.alloc(0), ciphertext: r.content ?? Buffer.alloc(0), tag: r.tag ?? Buffer.alloc(0) }));
+    const known = jobs.flatMap((j, i) => (j.key ? [{ i, job: { ...j, key: j.key } }] : []));
+    const opened = await this.#o.cipher.open(known.map((k) => k.job));
+    const plain: (Buffer | null)[] = rows.map(() => null);
+    known.forEach((k, n) => (plain[k.i] = opened[n]!));
+    const served = new Map<string, number>();
+    rows.forEach((r, i) => {
+      if (plain[i]) served.set(r.conversation_id, (served.get(r.conversation_id) ?? 0) + 1);
+    });
+    for (const [conversationId, count] of served) this.#o.audit.record(null, conversationId, count, purpose, null);
+    return plain;
+  }
+
+  async #reencrypt(where: string, params: unknown[], progress: Progress): Promise<ReencryptReport> {
+    const report: ReencryptReport = { total: await this.#count(where, params), reencrypted: 0, skipped: 0, failed: [] };
+    let done = 0;
+    progress.update(0, report.total);
+    await this.#stream(where, params, 'm.id', async (rows) => {
+      const plain = await this.#open(rows, 'reencrypt');
+      const targets = new Map<string, KeyRef>();
+      const current = await this.#o.pool.query<{ id: string; v: number }>('SELECT id, current_key_version AS v FROM conversations WHERE id = ANY($1::uuid[])', [
+        [...new Set(rows.map((r) => r.conversation_id))],
+      ]);
+      for (const c of current.rows) targets.set(c.id, await this.#o.keys.forEncryption(c.id, c.v));
+      const todo = rows.flatMap((r, i) => (plain[i] && targets.get(r.conversation_id) ? [{ row: r, plaintext: plain[i]!, key: targets.get(r.conversation_id)! }] : []));
+      for (const [i, r] of rows.entries()) if (!plain[i]) report.failed.push(r.id);
+      const sealed = await this.#o.cipher.seal(todo.map((t) => ({ key: t.key, aad: aadOf(t.row), plaintext: t.plaintext })));
+      for (const t of todo) t.plaintext.fill(0);
+      const items: Reencrypted[] = todo.map((t, i) => ({
+        id: t.row.id,
+        oldNonce: t.row.nonce!,
+        ciphertext: sealed[i]!.ciphertext,
+        nonce: sealed[i]!.nonce,
+        tag: sealed[i]!.tag,
+        keyVersion: t.key.version,
+      }));
+      const replaced = await withTransaction(this.#o.pool, (client) => replaceCiphertexts(client, items));
+      report.reencrypted += replaced;
+      report.skipped += items.length - replaced;
+      done += rows.length;
+      progress.update(done, report.total);
+    });
+    await this.#o.audit.flush();
+    progress.finish(done, report.total);
+    return report;
+  }
+
+  /** Re-encrypts every message under a key version of another master key than the active one. */
+  rotateMaster(progress: Progress): Promise<ReencryptReport> {
+    return this.#reencrypt('k.master_key_fingerprint IS DISTINCT FROM $1', [this.#o.keyring.active.fingerprint], progress);
+  }
+
+  /** Creates a new key version for a conversation; with `reencrypt`, moves every message to it. */
+  async rotateConversation(conversationId: string, reencrypt: boolean, progress: Progress): Promise<{ version: number; report?: ReencryptReport }> {
+    const version = await rotateConversationKey(this.#o.pool, conversationId, this.#o.keyring.active.fingerprint, this.#o.keys.nowUnixSeconds());
+    if (version === undefined) throw new Error(`conversation ${conversationId} not found`);
+    if (!reencrypt) return { version };
+    const report = await this.#reencrypt('m.conversation_id = $1 AND e.key_version <> $2', [conversationId, version], progress);
+    return { version, report };
+  }
+
+  /** Decrypts every message; reports failures and which master keys are still needed. */
+  async verify(progress: Progress, onFailure: (id: string) => void): Promise<VerifyReport> {
+    const total = await this.#count('true', []);
+    const report: VerifyReport = { checked: 0, failed: [], fingerprints: [] };
+    progress.update(0, total);
+    await this.#stream('true', [], 'm.id', async (rows) => {
+      const plain = await this.#open(rows, 'verify');
+      rows.forEach((r, i) => {
+        if (!plain[i]) {
+          report.failed.push(r.id);
+          onFailure(r.id);
+        }
+        plain[i]?.fill(0);
+      });
+      report.checked += rows.length;
+      progress.update(report.checked, total);
+    });
+    await this.#o.audit.flush();
+    progress.finish(report.checked, total);
+    const { rows } = await this.#o.pool.query<{ fingerprint: string; needed: boolean }>(
+      `SELECT k.master_key_fingerprint AS fingerprint,
+              EXISTS (SELECT 1 FROM message_encryption_metadata e JOIN messages m ON m.id = e.message_id
+                      WHERE m.conversation_id = k.conversation_id AND e.key_version = k.version) AS needed
+       FROM conversation_keys k`,
+    );
+    const needed = new Map<string, boolean>();
+    for (const fp of this.#o.keyring.fingerprints()) needed.set(fp, false);
+    for (const r of rows) needed.set(r.fingerprint, (needed.get(r.fingerprint) ?? false) || r.needed);
+    const held = new Set(this.#o.keyring.fingerprints());
+    report.fingerprints = [...needed].map(([fingerprint, n]) => ({ fingerprint, needed: n, held: held.has(fingerprint) }));
+    return report;
+  }
+
+  /** Streams a conversation's messages in seq order, decrypted (audited as `export`). */
+  async export(conversationId: string, write: (message: Message) => Promise<void> | void): Promise<number> {
+    const exists = await this.#o.pool.query('SELECT 1 FROM conversations WHERE id = $1', [conversationId]);
+    if (exists.rowCount === 0) throw new Error(`conversation ${conversationId} not found`);
+    const receipts = new ReceiptView(await listMembers(this.#o.pool, [conversationId]));
+    let count = 0;
+    // Tombstones have no metadata row: LEFT JOIN here so the export shows them.
+    const from = STREAM_FROM.replace('JOIN message_encryption_metadata', 'LEFT JOIN message_encryption_metadata');
+    await this.#stream(
+      'm.conversation_id = $1',
+      [conversationId],
+      'm.seq',
+      async (rows) => {
+        const live = rows.filter((r) => !r.deleted_at);
+        const plain = await this.#open(live, 'export');
+        const byId = new Map(live.map((r, i) => [r.id, plain[i]]));
+        for (const r of rows) {
+          const p = byId.get(r.id);
+          await write(toMessage(r, p ? p.toString('utf8') : null, receipts.statusOf(r.sender_id, r.seq), !r.deleted_at && !p));
+          count++;
+        }
+      },
+      from,
+    );
+    await this.#o.audit.flush();
+    return count;
+  }
+}
