@@ -32,6 +32,8 @@ export interface Config {
   wsMaxFrameBytes: number;
   wsMaxBufferedBytes: number;
   rateLimitSendPerMin: number;
+  rateLimitSignInPerMin: number;
+  rateLimitTypingPerMin: number;
   dataDir: string;
   searchEnabled: boolean;
   /** Retire a conversation key version after this many messages / seconds (0: never). */
@@ -137,6 +139,8 @@ export function loadConfig(env: Env = process.env): Config {
     wsMaxFrameBytes: intVar(env, 'WS_MAX_FRAME_BYTES', 4 * maxMessageBytes, 1024, 256 * 1024 * 1024),
     wsMaxBufferedBytes: intVar(env, 'WS_MAX_BUFFERED_BYTES', 4 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
     rateLimitSendPerMin: intVar(env, 'RATE_LIMIT_SEND_PER_MIN', 6000, 0, 10_000_000),
+    rateLimitSignInPerMin: intVar(env, 'RATE_LIMIT_SIGNIN_PER_MIN', 30, 0, 10_000_000),
+    rateLimitTypingPerMin: intVar(env, 'RATE_LIMIT_TYPING_PER_MIN', 120, 0, 10_000_000),
     dataDir,
     searchEnabled: boolVar(env, 'SEARCH_ENABLED', true),
     // 2^24 messages: far below the 2^32 random-nonce bound of NIST SP 800-38D.

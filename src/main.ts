@@ -7,6 +7,7 @@ import { authRoutes } from './http/auth-routes.js';
 import { conversationRoutes } from './http/conversations-routes.js';
 import { messageRoutes } from './http/messages-routes.js';
 import { opsRoutes } from './http/ops-routes.js';
+import { InFlight } from './http/in-flight.js';
 import { mountNotFound, mountRoutes, type Route, type RouterOptions } from './http/router.js';
 import { userRoutes } from './http/users-routes.js';
 import { uWS, uwsIsNative } from './http/uws.js';
@@ -22,6 +23,7 @@ import { AuditLog } from './services/audit-log.js';
 import { AuthService } from './services/auth.js';
 import { ConversationService } from './services/conversations.js';
 import { MessageService } from './services/messages.js';
+import { RateLimiter } from './services/rate-limiter.js';
 import { HistoryCache } from './services/history-cache.js';
 import { SendBatcher } from './services/send-batcher.js';
 import { UserService } from './services/users.js';
@@ -53,7 +55,13 @@ export async function startServer(config: Config, deps: ServerDeps = {}): Promis
     logger.warn({ dataDir: config.dataDir }, 'ENCRYPTION_MASTER_KEY unset: created a development key in the data dir (never do this in production)');
   }
 
-  const db = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
+  // Gauges read the pool and the audit log at scrape time, after start-up has built them.
+  const metrics: Metrics = new Metrics({ pool: () => cipher.stats(), auditBacklog: () => audit.backlog });
+  const db = await openDatabase({
+    databaseUrl: config.databaseUrl,
+    dataDir: config.dataDir,
+    onConnectionError: () => metrics.dependencyErrors.inc({ dependency: 'postgres' }),
+  });
   const applied = await migrateUp(db.pool);
   if (applied.length > 0) logger.info({ applied }, 'migrations applied');
 
@@ -70,8 +78,8 @@ export async function startServer(config: Config, deps: ServerDeps = {}): Promis
   });
   const keys = new KeyVersions(db.pool, keyring, clock, { maxMessages: config.keyRotationMessages, maxAgeS: config.keyRotationMaxAgeS });
   const audit = new AuditLog({ pool: db.pool, logger, clock });
-  const metrics: Metrics = new Metrics({ pool: () => cipher.stats(), auditBacklog: () => audit.backlog });
   const app = uWS.App();
+  const inFlight = new InFlight();
   const hub = new SocketHub(app, { onFramesOut: (n) => metrics.wsFrames.inc({ direction: 'out' }, n) });
   const events = new EventBus({
     hub,
@@ -79,9 +87,14 @@ export async function startServer(config: Config, deps: ServerDeps = {}): Promis
     logger,
     redisUrl: config.redisUrl,
     onRejected: () => metrics.droppedInputs.inc({ source: 'redis' }),
+    onRedisError: () => metrics.dependencyErrors.inc({ dependency: 'redis' }),
   });
 
+  const limiter = new RateLimiter(events.redis);
+  const perMinute = (max: number) => ({ max, windowMs: 60_000 });
   const auth = new AuthService({
+    limiter,
+    signInLimit: perMinute(config.rateLimitSignInPerMin),
     pool: db.pool,
     tokenSecret: config.authTokenSecret ?? deriveAuthTokenSecret(config.masterKey),
     tokenTtlS: config.authTokenTtlS,
@@ -99,6 +112,8 @@ export async function startServer(config: Config, deps: ServerDeps = {}): Promis
   const messages = new MessageService({
     pool: db.pool, cipher, keys, conversations, audit, events, logger, maxMessageBytes: config.maxMessageBytes, counters: metrics, batcher,
     history: new HistoryCache(),
+    limiter,
+    sendLimit: perMinute(config.rateLimitSendPerMin),
   });
 
   const routes: Route[] = [
@@ -118,7 +133,12 @@ export async function startServer(config: Config, deps: ServerDeps = {}): Promis
     maxBodyBytes: bodyLimit(config),
     authenticate: auth.authenticate,
     logger,
-    observe: (route, method, status, seconds) => metrics.observeHttp(route, method, status, seconds),
+    observe: (route, method, status, seconds) => {
+      metrics.observeHttp(route, method, status, seconds);
+      if (status >= 500 || logger.isLevelEnabled('debug')) logger[status >= 500 ? 'warn' : 'debug']({ route, method, status, ms: seconds * 1000 }, 'request');
+    },
+    inFlight,
+    onUnavailable: () => metrics.dependencyErrors.inc({ dependency: 'postgres' }),
   };
   const sockets = new SocketServer({
     auth,
@@ -129,6 +149,10 @@ export async function startServer(config: Config, deps: ServerDeps = {}): Promis
     logger,
     maxFrameBytes: config.wsMaxFrameBytes,
     maxBufferedBytes: config.wsMaxBufferedBytes,
+    limiter,
+    typingLimit: perMinute(config.rateLimitTypingPerMin),
+    inFlight,
+    onUnavailable: () => metrics.dependencyErrors.inc({ dependency: 'postgres' }),
     onConnections: (delta) => metrics.wsConnections.inc(delta),
     onFrames: (direction, n) => metrics.wsFrames.inc({ direction }, n),
   });
@@ -150,9 +174,13 @@ export async function startServer(config: Config, deps: ServerDeps = {}): Promis
     embeddedDatabase: db.embedded,
     close() {
       closing ??= (async () => {
+        // Stop accepting, let accepted requests and frames finish (they will be acknowledged),
+        // then flush batched writes and audit rows, close sockets (1001) and the pool.
         uWS.us_listen_socket_close(listenSocket);
-        sockets.closeAll();
+        const drained = await inFlight.drain(10_000);
+        if (!drained) logger.warn({ inFlight: inFlight.count }, 'shutdown: requests still running after 10 s');
         await batcher.drain();
+        sockets.closeAll();
         hub.close();
         await events.close();
         await audit.close();

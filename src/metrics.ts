@@ -50,6 +50,12 @@ export class Metrics {
     buckets: LATENCY_BUCKETS,
     registers: [this.registry],
   });
+  readonly dependencyErrors = new Counter({
+    name: 'sotalk_dependency_errors_total',
+    help: 'Errors talking to Postgres or Redis (connection losses, unavailable answers)',
+    labelNames: ['dependency'] as const,
+    registers: [this.registry],
+  });
   readonly droppedInputs = new Counter({
     name: 'sotalk_rejected_inputs_total',
     help: 'Malformed inputs rejected at a process boundary, by source',

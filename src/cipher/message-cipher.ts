@@ -37,12 +37,14 @@ export class MessageCipher {
   readonly #inlineMax: number;
   readonly #resolve: (ref: KeyRef) => ReturnType<ConversationKeyCache['get']>;
   readonly #onTask: MessageCipherOptions['onTask'];
+  readonly #onRetry: ((err: unknown) => void) | undefined;
 
   constructor(options: MessageCipherOptions) {
     this.#keys = new ConversationKeyCache(options.keyring);
     this.#resolve = (ref) => this.#keys.get(ref);
     this.#inlineMax = options.inlineMax;
     this.#onTask = options.onTask;
+    this.#onRetry = options.onWorkerError;
     if (options.poolSize > 0) {
       const compiled = existsSync(WORKER_JS);
       this.#pool = new Piscina({
@@ -69,6 +71,24 @@ export class MessageCipher {
     return { size: this.#pool.threads.length, utilization: Math.min(1, Math.max(0, this.#pool.utilization)), queueDepth: this.#pool.queueSize };
   }
 
+  /**
+   * Packs, runs and reads a batch. A worker that dies mid-task (Piscina replaces it) or answers
+   * nonsense gets the batch once more, freshly packed (the first copy's buffers moved away);
+   * a second failure rejects, so callers never hang.
+   */
+  async #pooled<T>(pack: () => PackedBatch<KeyRef>, read: (reply: unknown, layout: { meta: Uint32Array }) => T): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      const batch = pack();
+      const layout = { meta: batch.meta.slice() };
+      try {
+        return read(await this.#run(batch), layout);
+      } catch (err) {
+        if (attempt >= 2) throw new WorkerReplyError(`crypto batch failed twice: ${(err as Error).message}`);
+        this.#onRetry?.(err);
+      }
+    }
+  }
+
   /** Runs a packed batch in a worker, its buffers moved both ways; returns the reply buffer. */
   async #run(batch: PackedBatch<KeyRef>): Promise<unknown> {
     const submitted = performance.now();
@@ -83,27 +103,19 @@ export class MessageCipher {
   async seal(jobs: SealJob<KeyRef>[]): Promise<SealOutput[]> {
     if (jobs.length === 0) return [];
     if (!this.#pool || jobs.length <= this.#inlineMax) return sealBatch(jobs, this.#resolve, this.#nonces);
-    const batch = packSeal(jobs, keyId);
-    const meta = batch.meta.slice();
-    try {
-      return readSealReply(await this.#run(batch), { meta });
-    } catch (err) {
-      throw new WorkerReplyError((err as Error).message);
-    }
+    return this.#pooled(() => packSeal(jobs, keyId), readSealReply);
   }
 
   /** Plaintext bytes per job, or null where the tag does not verify or the master key is not held. */
   async open(jobs: OpenJob<KeyRef>[]): Promise<(Buffer | null)[]> {
     if (jobs.length === 0) return [];
     if (!this.#pool || jobs.length <= this.#inlineMax) return openBatch(jobs, this.#resolve);
-    const batch = packOpen(jobs, keyId);
-    // The batch's buffers move to the worker; keep the layout to read the reply.
-    const meta = batch.meta.slice();
-    try {
-      return readOpenReply(await this.#run(batch), { meta });
-    } catch (err) {
-      throw new WorkerReplyError((err as Error).message);
-    }
+    return this.#pooled(() => packOpen(jobs, keyId), readOpenReply);
+  }
+
+  /** Terminates one worker thread as a crash would (fault-injection for tests). */
+  async killWorkerForTests(): Promise<void> {
+    await this.#pool?.threads[0]?.terminate();
   }
 
   async close(): Promise<void> {

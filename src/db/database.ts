@@ -15,6 +15,8 @@ export interface DatabaseOptions {
   databaseUrl: string | undefined;
   dataDir: string;
   maxConnections?: number;
+  /** An idle connection failed (Postgres restarted or went away). */
+  onConnectionError?: () => void;
 }
 
 /** A `pg` pool on DATABASE_URL, or on an embedded PGlite database served over a local socket. */
@@ -23,11 +25,11 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
     const pool = new pg.Pool({
       connectionString: options.databaseUrl,
       max: options.maxConnections ?? 16,
-      connectionTimeoutMillis: 5000,
+      // Fail fast while Postgres is down: requests answer 503 instead of queueing.
+      connectionTimeoutMillis: 2000,
     });
-    pool.on('error', () => {
-      // An idle client lost its connection (e.g. Postgres restarted); the pool replaces it.
-    });
+    // An idle client lost its connection (e.g. Postgres restarted); the pool replaces it.
+    pool.on('error', () => options.onConnectionError?.());
     return { pool, embedded: false, close: () => pool.end() };
   }
   return openEmbedded(options.dataDir);

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { ApiError, invalid } from '../errors.js';
 import type { Logger } from '../log.js';
+import type { InFlight } from './in-flight.js';
 import type { HttpRequest, HttpResponse, TemplatedApp } from './uws.js';
 
 export type Method = 'get' | 'post' | 'patch' | 'delete';
@@ -45,6 +46,8 @@ export interface RouterOptions {
   logger: Logger;
   /** Called once per answered request (metrics). */
   observe?(route: string, method: string, status: number, seconds: number): void;
+  inFlight?: InFlight;
+  onUnavailable?: () => void;
 }
 
 const STATUS_TEXT: Record<number, string> = {
@@ -79,7 +82,8 @@ function write(res: HttpResponse, state: Incoming, reply: Reply, options: Router
   options.observe?.(state.route, state.method.toUpperCase(), reply.status, (performance.now() - state.started) / 1000);
 }
 
-export function errorReply(err: unknown, logger: Logger, requestId: string): Reply {
+/** Maps any error to an answer; `onUnavailable` counts answers given because Postgres was unreachable. */
+export function errorReply(err: unknown, logger: Logger, requestId: string, onUnavailable?: () => void): Reply {
   if (err instanceof ApiError) {
     const headers = err.retryAfterS !== undefined ? { 'retry-after': String(err.retryAfterS) } : undefined;
     return { status: err.status, body: { error: err.toJSON() }, ...(headers ? { headers } : {}) };
@@ -88,6 +92,7 @@ export function errorReply(err: unknown, logger: Logger, requestId: string): Rep
   // Connection-level failures of Postgres or Redis: the dependency is down, not our bug.
   if (typeof code === 'string' && /^(ECONNREFUSED|ECONNRESET|ETIMEDOUT|57P0[123]|08\d{3}|53300)$/.test(code)) {
     logger.warn({ requestId, code }, 'dependency unavailable');
+    onUnavailable?.();
     return { status: 503, body: { error: { code: 'unavailable', message: 'a backing service is unavailable, retry later' } }, headers: { 'retry-after': '1' } };
   }
   logger.error({ requestId, err: { message: (err as Error)?.message, code, stack: (err as Error)?.stack } }, 'unhandled error');
@@ -170,6 +175,12 @@ export function mountRoutes(app: TemplatedApp, routes: Route[], options: RouterO
       // A rejected body is answered below; keep it from surfacing as an unhandled rejection meanwhile.
       body.catch(() => {});
 
+      const inFlight = options.inFlight;
+      if (inFlight?.draining) {
+        write(res, state, { status: 503, body: { error: { code: 'unavailable', message: 'server is shutting down' } }, headers: { connection: 'close', 'retry-after': '1' } }, options);
+        return;
+      }
+      inFlight?.start();
       void (async () => {
         try {
           const user = route.auth ? authenticateHeader(authorization, options) : ANONYMOUS;
@@ -182,7 +193,9 @@ export function mountRoutes(app: TemplatedApp, routes: Route[], options: RouterO
           };
           write(res, state, await route.handle(ctx), options);
         } catch (err) {
-          write(res, state, errorReply(err, options.logger, state.requestId), options);
+          write(res, state, errorReply(err, options.logger, state.requestId, options.onUnavailable), options);
+        } finally {
+          inFlight?.end();
         }
       })();
     });

@@ -2,10 +2,12 @@ import { randomUUID } from 'node:crypto';
 import { ApiError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { errorReply } from '../http/router.js';
+import type { InFlight } from '../http/in-flight.js';
 import type { TemplatedApp, WebSocket } from '../http/uws.js';
 import type { AuthService } from '../services/auth.js';
 import type { ConversationService } from '../services/conversations.js';
 import type { MessageService } from '../services/messages.js';
+import type { Limit, RateLimiter } from '../services/rate-limiter.js';
 import { parseInput } from '../http/validation.js';
 import type { EventBus } from './fanout.js';
 import { userTopic, type SocketHub } from './hub.js';
@@ -28,9 +30,10 @@ export interface SocketServerOptions {
   maxFrameBytes: number;
   maxBufferedBytes: number;
   idleTimeoutS?: number;
-  /** Typing events allowed per user per window. */
-  typingPerWindow?: number;
-  typingWindowMs?: number;
+  limiter: RateLimiter;
+  typingLimit: Limit;
+  inFlight?: InFlight;
+  onUnavailable?: () => void;
   onConnections?: (delta: number) => void;
   onFrames?: (direction: 'in' | 'out', count: number) => void;
 }
@@ -39,7 +42,6 @@ export interface SocketServerOptions {
 export class SocketServer {
   readonly #o: SocketServerOptions;
   readonly #sockets = new Set<WebSocket<SocketData>>();
-  readonly #typing = new Map<string, { windowStart: number; count: number }>();
 
   constructor(options: SocketServerOptions) {
     this.#o = options;
@@ -102,7 +104,14 @@ export class SocketServer {
           this.#replyError(ws, data, requestIdOf(raw), err);
           return;
         }
-        void this.#handle(ws, data, frame).catch((err: unknown) => this.#replyError(ws, data, frame.request_id, err));
+        if (o.inFlight?.draining) {
+          this.#replyError(ws, data, frame.request_id, new ApiError('unavailable', 'server is shutting down'));
+          return;
+        }
+        o.inFlight?.start();
+        void this.#handle(ws, data, frame)
+          .catch((err: unknown) => this.#replyError(ws, data, frame.request_id, err))
+          .finally(() => o.inFlight?.end());
       },
       close: (ws) => {
         const data = ws.getUserData();
@@ -138,25 +147,11 @@ export class SocketServer {
         await o.conversations.markRead(frame.conversation_id, data.userId, frame.seq, frame.type === 'read' ? 'read' : 'delivered');
         return;
       case 'typing':
-        if (!this.#allowTyping(data.userId)) throw new ApiError('rate_limited', 'too many typing events', undefined, 1);
+        await o.limiter.take('typing', data.userId, o.typingLimit);
         await o.conversations.requireMember(frame.conversation_id, data.userId);
         o.bus.typing(frame.conversation_id, data.userId);
         return;
     }
-  }
-
-  #allowTyping(userId: string): boolean {
-    const now = Date.now();
-    const windowMs = this.#o.typingWindowMs ?? 5000;
-    const limit = this.#o.typingPerWindow ?? 10;
-    const entry = this.#typing.get(userId);
-    if (!entry || now - entry.windowStart >= windowMs) {
-      if (this.#typing.size > 100_000) this.#typing.clear();
-      this.#typing.set(userId, { windowStart: now, count: 1 });
-      return true;
-    }
-    entry.count++;
-    return entry.count <= limit;
   }
 
   /** `data` is the socket's own: after close, touching `ws` itself would throw. */
@@ -169,7 +164,7 @@ export class SocketServer {
   }
 
   #replyError(ws: WebSocket<SocketData>, data: SocketData, requestId: string | number | undefined, err: unknown): void {
-    const reply = errorReply(err, this.#o.logger, String(requestId ?? ''));
+    const reply = errorReply(err, this.#o.logger, String(requestId ?? ''), this.#o.onUnavailable);
     const error = (reply.body as { error: unknown }).error;
     this.#reply(ws, data, { type: 'error', request_id: requestId ?? null, error });
   }

@@ -7,6 +7,7 @@ import { ApiError, invalid, unauthorized } from '../errors.js';
 import { consumeChallenge, insertChallenge, pruneChallenges } from '../db/auth-challenges.js';
 import { upsertUserByWallet } from '../db/users.js';
 import type { AuthUser } from '../http/router.js';
+import type { Limit, RateLimiter } from './rate-limiter.js';
 import { toUser, type User } from './users.js';
 
 const CHALLENGE_TTL_MS = 5 * 60 * 1000;
@@ -46,6 +47,9 @@ export interface AuthServiceOptions {
   tokenSecret: Buffer;
   tokenTtlS: number;
   clock: () => Date;
+  limiter: RateLimiter;
+  /** Sign-in attempts (challenges and verifications) per wallet. */
+  signInLimit: Limit;
 }
 
 export interface Challenge {
@@ -66,6 +70,8 @@ export class AuthService {
   readonly #pool: pg.Pool;
   readonly #clock: () => Date;
   readonly #ttlS: number;
+  readonly #limiter: RateLimiter;
+  readonly #signInLimit: Limit;
   readonly #sign: (payload: Record<string, unknown>) => string;
   readonly #verify: (token: string) => Record<string, unknown>;
 
@@ -73,6 +79,8 @@ export class AuthService {
     this.#pool = options.pool;
     this.#clock = options.clock;
     this.#ttlS = options.tokenTtlS;
+    this.#limiter = options.limiter;
+    this.#signInLimit = options.signInLimit;
     const key = options.tokenSecret.toString('base64');
     this.#sign = createSigner({ key, algorithm: 'HS256' }) as (p: Record<string, unknown>) => string;
     this.#verify = createVerifier({
@@ -86,6 +94,7 @@ export class AuthService {
 
   async challenge(wallet: string): Promise<Challenge> {
     if (!decodeWallet(wallet)) throw invalid('wallet', 'wallet must be the base58 encoding of a 32-byte ed25519 public key');
+    await this.#limiter.take('signin', wallet, this.#signInLimit);
     const now = this.#clock();
     const nonce = bs58.encode(randomBytes(24));
     const expiresAt = new Date(now.getTime() + CHALLENGE_TTL_MS);

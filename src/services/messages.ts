@@ -21,6 +21,7 @@ import type { Logger } from '../log.js';
 import type { EventPublisher } from '../realtime/events.js';
 import type { AuditLog } from './audit-log.js';
 import type { SendBatcher } from './send-batcher.js';
+import type { RateLimiter, Limit } from './rate-limiter.js';
 import type { ConversationService } from './conversations.js';
 import type { HistoryCache } from './history-cache.js';
 import { ReceiptView, toMessage, type DecryptedRow, type Message } from './message-view.js';
@@ -57,6 +58,8 @@ export interface MessageServiceOptions {
   counters: MessageCounters;
   batcher: SendBatcher;
   history: HistoryCache;
+  limiter: RateLimiter;
+  sendLimit: Limit;
 }
 
 const aadOf = (conversationId: string, messageId: string, senderId: string) => `${conversationId}:${messageId}:${senderId}`;
@@ -87,6 +90,7 @@ export class MessageService {
    */
   async send(senderId: string, input: SendInput): Promise<{ message: Message; created: boolean }> {
     this.#checkSize(input.content);
+    await this.#o.limiter.take('send', senderId, this.#o.sendLimit);
     let conversationId: string;
     let keyVersion: number;
     if (input.recipientId) {

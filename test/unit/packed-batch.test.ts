@@ -40,3 +40,24 @@ describe('MessageCipher through the worker pool (packed, transferred batches)', 
     }
   });
 });
+
+describe('a crypto worker that dies mid-task', () => {
+  it('is replaced, and the batch is retried instead of hanging', async () => {
+    const errors: unknown[] = [];
+    const cipher = new MessageCipher({ keyring, poolSize: 1, inlineMax: 0, onWorkerError: (e) => errors.push(e) });
+    try {
+      const jobs = Array.from({ length: 20_000 }, (_, i) => ({ key: ref('c'), aad: `c:m${i}:s`, plaintext: randomBytes(256) }));
+      await cipher.seal(jobs.slice(0, 1)); // the worker is up
+      const pending = cipher.seal(jobs);
+      await new Promise((r) => setTimeout(r, 5));
+      await cipher.killWorkerForTests();
+      const sealed = await pending;
+      expect(sealed).toHaveLength(jobs.length);
+      expect(errors.length).toBeGreaterThanOrEqual(1);
+      const opened = await cipher.open(jobs.slice(0, 3).map((j, i) => ({ key: j.key, aad: j.aad, ...sealed[i]! })));
+      opened.forEach((o, i) => expect(o?.equals(jobs[i]!.plaintext)).toBe(true));
+    } finally {
+      await cipher.close();
+    }
+  });
+});
