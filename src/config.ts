@@ -39,6 +39,8 @@ export interface Config {
   /** Retire a conversation key version after this many messages / seconds (0: never). */
   keyRotationMessages: number;
   keyRotationMaxAgeS: number;
+  historyCacheBytes: number;
+  historyCacheTtlMs: number;
   production: boolean;
   logLevel: string;
 }
@@ -146,6 +148,8 @@ export function loadConfig(env: Env = process.env): Config {
     // 2^24 messages: far below the 2^32 random-nonce bound of NIST SP 800-38D.
     keyRotationMessages: intVar(env, 'KEY_ROTATION_MESSAGES', 2 ** 24, 0, 2 ** 31),
     keyRotationMaxAgeS: intVar(env, 'KEY_ROTATION_MAX_AGE_S', 90 * 86400, 0, 100 * 365 * 86400),
+    historyCacheBytes: intVar(env, 'HISTORY_CACHE_BYTES', 64 * 1024 * 1024, 0, 64 * 1024 * 1024 * 1024),
+    historyCacheTtlMs: intVar(env, 'HISTORY_CACHE_TTL_MS', 2000, 0, 3_600_000),
     production,
     logLevel: env.LOG_LEVEL?.trim() || 'info',
   };

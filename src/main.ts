@@ -111,7 +111,7 @@ export async function startServer(config: Config, deps: ServerDeps = {}): Promis
   });
   const messages = new MessageService({
     pool: db.pool, cipher, keys, conversations, audit, events, logger, maxMessageBytes: config.maxMessageBytes, counters: metrics, batcher,
-    history: new HistoryCache(),
+    history: new HistoryCache({ maxBytes: config.historyCacheBytes, ttlMs: config.historyCacheTtlMs }),
     limiter,
     sendLimit: perMinute(config.rateLimitSendPerMin),
   });

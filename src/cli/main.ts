@@ -38,6 +38,9 @@ async function serve(): Promise<void> {
   const config = loadConfigOrExit();
   const logger = createLogger(config.logLevel);
   const server = await startServer(config, { logger });
+  // Last line of defence: a bug in one request's path must not take every connection down.
+  process.on('uncaughtException', (err) => logger.error({ err: { message: err.message, stack: err.stack } }, 'uncaught exception'));
+  process.on('unhandledRejection', (err) => logger.error({ err: { message: (err as Error)?.message, stack: (err as Error)?.stack } }, 'unhandled rejection'));
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;

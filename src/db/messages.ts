@@ -179,44 +179,52 @@ export async function tombstoneMessage(db: Queryable, id: string): Promise<Messa
   return selectMessageRow(db, id);
 }
 
+export interface LockedConversation {
+  id: string;
+  last_seq: number;
+  current_key_version: number;
+}
+
+/**
+ * First statement of a group commit: locks the batch's conversations, in id order so that
+ * concurrent flushes cannot deadlock. Once it returns, every earlier write to them is committed.
+ */
+export async function lockConversations(db: Queryable, conversationIds: string[]): Promise<LockedConversation[]> {
+  const { rows } = await db.query<LockedConversation>(
+    'SELECT id, last_seq, current_key_version FROM conversations WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE',
+    [conversationIds],
+  );
+  return rows;
+}
+
 export interface BatchCheckRow {
-  kind: 'conversation' | 'member' | 'duplicate' | 'reply';
+  kind: 'member' | 'duplicate' | 'reply';
   conversation_id: string;
   user_id: string | null;
-  last_seq: number | null;
   client_message_id: string | null;
   message_id: string | null;
 }
 
 /**
- * First statement of a group commit: locks the batch's conversations (in id order, so
- * concurrent flushes cannot deadlock) and reports which senders are members, which
- * client_message_ids exist already and which reply targets exist in which conversation.
+ * Second statement of a group commit (a fresh snapshot, taken after the locks): which senders are
+ * members, which client_message_ids exist already, which reply targets exist where.
  */
-export async function lockAndCheckBatch(
+export async function checkBatch(
   db: Queryable,
-  conversationIds: string[],
   senders: { conversationId: string; senderId: string }[],
   clientIds: { conversationId: string; senderId: string; clientMessageId: string }[],
   replyIds: string[],
 ): Promise<BatchCheckRow[]> {
   const { rows } = await db.query<BatchCheckRow>(
-    `WITH locked AS (
-       SELECT id, last_seq FROM conversations WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE
-     )
-     SELECT 'conversation' AS kind, id AS conversation_id, NULL::uuid AS user_id, last_seq, NULL::text AS client_message_id, NULL::uuid AS message_id
-       FROM locked
+    `SELECT 'member' AS kind, cm.conversation_id, cm.user_id, NULL::text AS client_message_id, NULL::uuid AS message_id
+       FROM conversation_members cm JOIN unnest($1::uuid[], $2::uuid[]) AS p(c, u) ON cm.conversation_id = p.c AND cm.user_id = p.u
      UNION ALL
-     SELECT 'member', cm.conversation_id, cm.user_id, NULL, NULL, NULL
-       FROM conversation_members cm JOIN unnest($2::uuid[], $3::uuid[]) AS p(c, u) ON cm.conversation_id = p.c AND cm.user_id = p.u
-     UNION ALL
-     SELECT 'duplicate', m.conversation_id, m.sender_id, NULL, m.client_message_id, m.id
-       FROM messages m JOIN unnest($4::uuid[], $5::uuid[], $6::text[]) AS q(c, u, k)
+     SELECT 'duplicate', m.conversation_id, m.sender_id, m.client_message_id, m.id
+       FROM messages m JOIN unnest($3::uuid[], $4::uuid[], $5::text[]) AS q(c, u, k)
          ON m.conversation_id = q.c AND m.sender_id = q.u AND m.client_message_id = q.k
      UNION ALL
-     SELECT 'reply', m.conversation_id, NULL, NULL, NULL, m.id FROM messages m WHERE m.id = ANY($7::uuid[])`,
+     SELECT 'reply', m.conversation_id, NULL, NULL, m.id FROM messages m WHERE m.id = ANY($6::uuid[])`,
     [
-      conversationIds,
       senders.map((s) => s.conversationId),
       senders.map((s) => s.senderId),
       clientIds.map((c) => c.conversationId),

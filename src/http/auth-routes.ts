@@ -1,13 +1,13 @@
 import { z } from 'zod';
 import type { AuthService } from '../services/auth.js';
 import type { Route } from './router.js';
-import { parseInput } from './validation.js';
+import { NO_NUL, NO_NUL_MESSAGE, parseInput } from './validation.js';
 
-const challengeBody = z.object({ wallet: z.string().min(1).max(64) });
+const challengeBody = z.object({ wallet: z.string().min(1).max(64).regex(NO_NUL, NO_NUL_MESSAGE) });
 const verifyBody = z.object({
-  wallet: z.string().min(1).max(64),
-  nonce: z.string().min(1).max(128),
-  signature: z.string().min(1).max(256),
+  wallet: z.string().min(1).max(64).regex(NO_NUL, NO_NUL_MESSAGE),
+  nonce: z.string().min(1).max(128).regex(NO_NUL, NO_NUL_MESSAGE),
+  signature: z.string().min(1).max(256).regex(NO_NUL, NO_NUL_MESSAGE),
 });
 
 export function authRoutes(auth: AuthService): Route[] {

@@ -89,6 +89,10 @@ export function errorReply(err: unknown, logger: Logger, requestId: string, onUn
     return { status: err.status, body: { error: err.toJSON() }, ...(headers ? { headers } : {}) };
   }
   const code = (err as { code?: string })?.code;
+  // Text Postgres cannot store (NUL bytes, invalid encodings) is the client's input: 400.
+  if (code === '22021' || code === '22P05') {
+    return { status: 400, body: { error: { code: 'invalid_request', message: 'a text field contains characters that cannot be stored (e.g. NUL)' } } };
+  }
   // Connection-level failures of Postgres or Redis: the dependency is down, not our bug.
   if (typeof code === 'string' && /^(ECONNREFUSED|ECONNRESET|ETIMEDOUT|57P0[123]|08\d{3}|53300)$/.test(code)) {
     logger.warn({ requestId, code }, 'dependency unavailable');
@@ -168,7 +172,13 @@ export function mountRoutes(app: TemplatedApp, routes: Route[], options: RouterO
       const contentLength = Number(req.getHeader('content-length') || 0);
       const params: Record<string, string> = {};
       paramNames.forEach((name, i) => {
-        params[name] = decodeURIComponent(req.getParameter(i) ?? '');
+        // A malformed escape stays as given: the handler's validation answers 400 for it.
+        const raw = req.getParameter(i) ?? '';
+        try {
+          params[name] = decodeURIComponent(raw);
+        } catch {
+          params[name] = raw;
+        }
       });
       const query = new URLSearchParams(req.getQuery() ?? '');
       const body = hasBody ? readBody(res, options.maxBodyBytes, contentLength) : Promise.resolve(Buffer.alloc(0));
@@ -210,8 +220,10 @@ function authenticateHeader(header: string, options: RouterOptions): AuthUser {
 
 /** Any path no route claims: 404 in the API's error shape. */
 export function mountNotFound(app: TemplatedApp, options: RouterOptions): void {
-  app.any('/*', (res) => {
-    const state: Incoming = { aborted: false, started: performance.now(), requestId: randomUUID(), route: 'unmatched', method: 'get' };
+  app.any('/*', (res, req) => {
+    const givenId = req.getHeader('x-request-id');
+    const requestId = REQUEST_ID.test(givenId) ? givenId : randomUUID();
+    const state: Incoming = { aborted: false, started: performance.now(), requestId, route: 'unmatched', method: 'get' };
     res.onAborted(() => {
       state.aborted = true;
     });

@@ -20,8 +20,18 @@ export class HistoryCache {
   readonly #pages: LRUCache<string, CachedPage>;
   readonly #loading = new Map<string, Promise<CachedPage | undefined>>();
 
-  constructor(maxBytes = 64 * 1024 * 1024) {
-    this.#pages = new LRUCache({ maxSize: maxBytes, sizeCalculation: pageBytes });
+  readonly #enabled: boolean;
+
+  /**
+   * `ttlMs` bounds how long plaintext verified at decryption time is served again without
+   * re-reading the row: a change made behind the server's back (a byte flipped in the database)
+   * shows up as an integrity error at most that much later. `maxBytes` 0 disables the cache
+   * (concurrent identical reads are still coalesced).
+   */
+  constructor(options: { maxBytes?: number; ttlMs?: number } = {}) {
+    const maxBytes = options.maxBytes ?? 64 * 1024 * 1024;
+    this.#enabled = maxBytes > 0 && (options.ttlMs ?? 2000) > 0;
+    this.#pages = new LRUCache({ maxSize: Math.max(1, maxBytes), sizeCalculation: pageBytes, ttl: options.ttlMs ?? 2000 });
   }
 
   peek(key: string): CachedPage | undefined {
@@ -34,7 +44,8 @@ export class HistoryCache {
     if (!pending) {
       pending = loader()
         .then((page) => {
-          if (page) this.#pages.set(key, page);
+          // A page with an integrity error is not kept: a repaired row must read fine at once.
+          if (page && this.#enabled && !page.rows.some((r) => r.integrityError)) this.#pages.set(key, page);
           return page;
         })
         .finally(() => this.#loading.delete(key));

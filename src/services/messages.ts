@@ -20,7 +20,8 @@ import type { KeyVersions } from '../keys/key-versions.js';
 import type { Logger } from '../log.js';
 import type { EventPublisher } from '../realtime/events.js';
 import type { AuditLog } from './audit-log.js';
-import type { SendBatcher } from './send-batcher.js';
+import type { SendBatcher, SendOutcome } from './send-batcher.js';
+import { sqlState } from '../db/transaction.js';
 import type { RateLimiter, Limit } from './rate-limiter.js';
 import type { ConversationService } from './conversations.js';
 import type { HistoryCache } from './history-cache.js';
@@ -101,22 +102,36 @@ export class MessageService {
       conversationId = input.conversationId!;
       keyVersion = await this.#o.conversations.currentKeyVersion(conversationId);
     }
-    const key = await this.#o.keys.forEncryption(conversationId, keyVersion);
     const id = uuidv7();
-    const sealed = await this.#seal(key, id, senderId, input.content);
-    const outcome = await this.#o.batcher.submit({
-      id,
-      conversationId,
-      senderId,
-      ciphertext: sealed.ciphertext,
-      nonce: sealed.nonce,
-      tag: sealed.tag,
-      keyVersion: key.version,
-      contentType: input.contentType,
-      signature: input.signature,
-      replyToId: input.replyToId,
-      clientMessageId: input.clientMessageId,
-    });
+    let outcome: SendOutcome;
+    for (let attempt = 1; ; attempt++) {
+      const key = await this.#o.keys.forEncryption(conversationId, keyVersion);
+      const sealed = await this.#seal(key, id, senderId, input.content);
+      try {
+        outcome = await this.#o.batcher.submit({
+          id,
+          conversationId,
+          senderId,
+          ciphertext: sealed.ciphertext,
+          nonce: sealed.nonce,
+          tag: sealed.tag,
+          keyVersion: key.version,
+          contentType: input.contentType,
+          signature: input.signature,
+          replyToId: input.replyToId,
+          clientMessageId: input.clientMessageId,
+        });
+      } catch (err) {
+        // A send with the same client_message_id committed by another instance in between.
+        if (sqlState(err) !== '23505' || (err as { constraint?: string }).constraint !== 'messages_client_message_id') throw err;
+        outcome = { kind: 'duplicate' };
+      }
+      // The key was rotated (possibly by another instance) after we read the current version.
+      if (outcome.kind !== 'stale_key' || attempt >= 3) break;
+      this.#o.conversations.forgetKeyVersion(conversationId);
+      keyVersion = outcome.currentVersion;
+    }
+    if (outcome.kind === 'stale_key') throw new ApiError('unavailable', 'the conversation key is rotating; retry', undefined, 1);
     if (outcome.kind === 'not_member') throw notFound('conversation', input.recipientId ? 'recipient_id' : undefined);
     if (outcome.kind === 'bad_reply') throw invalid('reply_to_id', 'reply_to_id must name a message of the same conversation');
     if (outcome.kind === 'duplicate') {

@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { insertMessageBatch, lockAndCheckBatch, type BatchMessage, type NewMessage } from '../db/messages.js';
+import { checkBatch, insertMessageBatch, lockConversations, type BatchMessage, type NewMessage } from '../db/messages.js';
 import { withTransaction } from '../db/transaction.js';
 import type { Logger } from '../log.js';
 
@@ -8,7 +8,9 @@ export type SendOutcome =
   /** The sender already has a message with this client_message_id here: answer with it. */
   | { kind: 'duplicate' }
   | { kind: 'not_member' }
-  | { kind: 'bad_reply' };
+  | { kind: 'bad_reply' }
+  /** Encrypted under a key version that is no longer current (rotated meanwhile): seal again. */
+  | { kind: 'stale_key'; currentVersion: number };
 
 interface Pending {
   message: NewMessage;
@@ -124,12 +126,16 @@ export class SendBatcher {
     const replyIds = [...new Set(messages.flatMap((m) => (m.replyToId ? [m.replyToId] : [])))];
 
     const lastSeq = new Map<string, number>();
+    const keyVersion = new Map<string, number>();
+    for (const c of await lockConversations(client, conversationIds)) {
+      lastSeq.set(c.id, c.last_seq);
+      keyVersion.set(c.id, c.current_key_version);
+    }
     const members = new Set<string>();
     const duplicates = new Set<string>();
     const replies = new Map<string, string>();
-    for (const row of await lockAndCheckBatch(client, conversationIds, senders, clientIds, replyIds)) {
-      if (row.kind === 'conversation') lastSeq.set(row.conversation_id, row.last_seq!);
-      else if (row.kind === 'member') members.add(`${row.conversation_id}:${row.user_id}`);
+    for (const row of await checkBatch(client, senders, clientIds, replyIds)) {
+      if (row.kind === 'member') members.add(`${row.conversation_id}:${row.user_id}`);
       else if (row.kind === 'duplicate') duplicates.add(`${row.conversation_id}:${row.user_id}:${row.client_message_id}`);
       else replies.set(row.message_id!, row.conversation_id);
     }
@@ -143,6 +149,7 @@ export class SendBatcher {
       if (last === undefined || !members.has(`${m.conversationId}:${m.senderId}`)) outcomes[index] = { kind: 'not_member' };
       else if (m.replyToId && replies.get(m.replyToId) !== m.conversationId) outcomes[index] = { kind: 'bad_reply' };
       else if (clientKey && duplicates.has(clientKey)) outcomes[index] = { kind: 'duplicate' };
+      else if (m.keyVersion !== keyVersion.get(m.conversationId)) outcomes[index] = { kind: 'stale_key', currentVersion: keyVersion.get(m.conversationId)! };
       else {
         if (clientKey) duplicates.add(clientKey); // a second copy later in this batch replays the first
         lastSeq.set(m.conversationId, last + 1);
