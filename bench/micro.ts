@@ -105,3 +105,50 @@ for (const size of [256, 4096, 65536]) {
   }
   await cipher.close();
 }
+
+// 4. Serialising a history page / event: JSON vs msgpack (plain msgpack, as socket frames use).
+{
+  const { packr } = await import('../src/realtime/protocol.js');
+  const message = (i: number) => ({
+    id: `01a228aa-4db1-75c1-8ea5-78ab11748a${String(i).padStart(2, '0')}`,
+    conversation_id: '01a228aa-4da0-7095-914f-2e21a3e5d4b4',
+    sender_id: '01a228aa-4d6e-722d-b0c8-37c83dc53599',
+    seq: i + 1,
+    content: 'x'.repeat(256),
+    content_type: 'text',
+    reply_to_id: null,
+    client_message_id: null,
+    signature: null,
+    status: 'read',
+    created_at: '2026-11-29T18:56:19.379Z',
+    updated_at: '2026-11-29T18:56:19.379Z',
+    edited_at: null,
+    deleted: false,
+  });
+  const page = { messages: Array.from({ length: 100 }, (_, i) => message(i)), has_more: true };
+  const event = { type: 'new_message', message: message(1) };
+  const pageJson = JSON.stringify(page);
+  const pagePack = packr.pack(page);
+  const bench = new Bench({ time, warmupTime: Math.min(200, time) });
+  bench
+    .add('page of 100: JSON.stringify', () => {
+      JSON.stringify(page);
+    })
+    .add('page of 100: msgpack pack', () => {
+      packr.pack(page);
+    })
+    .add('page of 100: JSON.parse', () => {
+      JSON.parse(pageJson);
+    })
+    .add('page of 100: msgpack unpack', () => {
+      packr.unpack(pagePack);
+    })
+    .add('new_message event: JSON.stringify', () => {
+      JSON.stringify(event);
+    })
+    .add('new_message event: msgpack pack', () => {
+      packr.pack(event);
+    });
+  await bench.run();
+  report(`serialisation (page ${pageJson.length} B JSON / ${pagePack.length} B msgpack)`, bench);
+}
