@@ -10,9 +10,12 @@ import { opsRoutes } from './http/ops-routes.js';
 import { InFlight } from './http/in-flight.js';
 import { mountNotFound, mountRoutes, type Route, type RouterOptions } from './http/router.js';
 import { userRoutes } from './http/users-routes.js';
+import { searchRoutes } from './http/search-routes.js';
+import { SearchService } from './services/search.js';
 import { uWS, uwsIsNative } from './http/uws.js';
 import { KeyVersions } from './keys/key-versions.js';
 import { MasterKeyring } from './keys/keyring.js';
+import { SearchKeys } from './keys/search-keys.js';
 import { createLogger, type Logger } from './log.js';
 import { Metrics } from './metrics.js';
 import { EventBus } from './realtime/fanout.js';
@@ -76,6 +79,7 @@ export async function startServer(config: Config, deps: ServerDeps = {}): Promis
       metrics.cryptoTaskRun.observe(runS);
     },
   });
+  const searchKeys = config.searchEnabled ? new SearchKeys(keyring) : null;
   const keys = new KeyVersions(db.pool, keyring, clock, { maxMessages: config.keyRotationMessages, maxAgeS: config.keyRotationMaxAgeS });
   const audit = new AuditLog({ pool: db.pool, logger, clock });
   const app = uWS.App();
@@ -91,12 +95,13 @@ export async function startServer(config: Config, deps: ServerDeps = {}): Promis
   });
 
   const limiter = new RateLimiter(events.redis);
+  const tokenSecret = config.authTokenSecret ?? deriveAuthTokenSecret(config.masterKey);
   const perMinute = (max: number) => ({ max, windowMs: 60_000 });
   const auth = new AuthService({
     limiter,
     signInLimit: perMinute(config.rateLimitSignInPerMin),
     pool: db.pool,
-    tokenSecret: config.authTokenSecret ?? deriveAuthTokenSecret(config.masterKey),
+    tokenSecret,
     tokenTtlS: config.authTokenTtlS,
     clock,
   });
@@ -114,6 +119,7 @@ export async function startServer(config: Config, deps: ServerDeps = {}): Promis
     history: new HistoryCache({ maxBytes: config.historyCacheBytes, ttlMs: config.historyCacheTtlMs }),
     limiter,
     sendLimit: perMinute(config.rateLimitSendPerMin),
+    search: searchKeys,
   });
 
   const routes: Route[] = [
@@ -128,6 +134,9 @@ export async function startServer(config: Config, deps: ServerDeps = {}): Promis
     ...userRoutes(users),
     ...conversationRoutes(conversations),
     ...messageRoutes(messages),
+    ...(searchKeys
+      ? searchRoutes(new SearchService({ pool: db.pool, keys: searchKeys, conversations, messages, cursorSecret: tokenSecret }))
+      : []),
   ];
   const routerOptions: RouterOptions = {
     maxBodyBytes: bodyLimit(config),

@@ -131,13 +131,19 @@ export interface NewMessage {
   signature: string | null;
   replyToId: string | null;
   clientMessageId: string | null;
+  /** Blind-index tokens of the content (null when search is off) and the master key they are under. */
+  search: { tokens: Buffer[]; fingerprint: string } | null;
 }
 
-/** Replaces a live message's ciphertext and metadata; undefined when it was deleted meanwhile. */
+/**
+ * Replaces a live message's ciphertext, metadata and search tokens; undefined when it was
+ * deleted meanwhile.
+ */
 export async function updateMessageContent(
   db: Queryable,
   id: string,
   sealed: { ciphertext: Buffer; nonce: Buffer; tag: Buffer; keyVersion: number },
+  search: { tokens: Buffer[]; fingerprint: string } | null,
 ): Promise<MessageRow | undefined> {
   const { rows } = await db.query<{ id: string }>(
     `WITH m AS (
@@ -151,9 +157,19 @@ export async function updateMessageContent(
        ON CONFLICT (message_id) DO UPDATE
          SET nonce = EXCLUDED.nonce, tag = EXCLUDED.tag, algorithm = EXCLUDED.algorithm,
              key_version = EXCLUDED.key_version, created_at = now()
+     ), old_tokens AS (
+       DELETE FROM message_search_tokens WHERE message_id IN (SELECT id FROM m)
+     ), new_tokens AS (
+       INSERT INTO message_search_tokens (conversation_id, token, message_id)
+       SELECT m.conversation_id, t.token, m.id FROM m, unnest($6::bytea[]) AS t(token)
+       ON CONFLICT (conversation_id, token, message_id) DO NOTHING
+     ), search_state AS (
+       INSERT INTO message_search_state (message_id, master_key_fingerprint)
+       SELECT id, $7 FROM m WHERE $7::text IS NOT NULL
+       ON CONFLICT (message_id) DO UPDATE SET master_key_fingerprint = EXCLUDED.master_key_fingerprint
      )
      SELECT id FROM m`,
-    [id, sealed.ciphertext, sealed.nonce, sealed.tag, sealed.keyVersion],
+    [id, sealed.ciphertext, sealed.nonce, sealed.tag, sealed.keyVersion, search?.tokens ?? [], search?.fingerprint ?? null],
   );
   if (rows.length === 0) return undefined;
   return selectMessageRow(db, id);
@@ -172,6 +188,10 @@ export async function tombstoneMessage(db: Queryable, id: string): Promise<Messa
        WHERE id = $1 RETURNING id, conversation_id
      ), v AS (
        UPDATE conversations SET edit_version = edit_version + 1 WHERE id IN (SELECT conversation_id FROM m)
+     ), tokens AS (
+       DELETE FROM message_search_tokens WHERE message_id IN (SELECT id FROM m)
+     ), search_state AS (
+       DELETE FROM message_search_state WHERE message_id IN (SELECT id FROM m)
      )
      DELETE FROM message_encryption_metadata WHERE message_id IN (SELECT id FROM m)`,
     [id],
@@ -251,6 +271,8 @@ export interface BatchInsertResult {
  * metadata, and the message count of each key version used.
  */
 export async function insertMessageBatch(db: Queryable, lastSeqs: Map<string, number>, messages: BatchMessage[]): Promise<BatchInsertResult> {
+  const tokenRows = messages.flatMap((m) => (m.search ? m.search.tokens.map((token) => ({ cid: m.conversationId, token, id: m.id })) : []));
+  const indexed = messages.filter((m) => m.search);
   const use = new Map<string, { cid: string; version: number; n: number }>();
   for (const m of messages) {
     const k = `${m.conversationId}:${m.keyVersion}`;
@@ -269,6 +291,12 @@ export async function insertMessageBatch(db: Queryable, lastSeqs: Map<string, nu
      ), metadata AS (
        INSERT INTO message_encryption_metadata (message_id, nonce, tag, key_version)
        SELECT * FROM unnest($3::uuid[], $12::bytea[], $13::bytea[], $14::int[])
+     ), tokens AS (
+       INSERT INTO message_search_tokens (conversation_id, token, message_id)
+       SELECT * FROM unnest($18::uuid[], $19::bytea[], $20::uuid[]) ON CONFLICT DO NOTHING
+     ), search_state AS (
+       INSERT INTO message_search_state (message_id, master_key_fingerprint)
+       SELECT * FROM unnest($21::uuid[], $22::text[])
      ), counted AS (
        UPDATE conversation_keys k SET message_count = k.message_count + u.n
        FROM unnest($15::uuid[], $16::int[], $17::int[]) AS u(cid, version, n)
@@ -296,6 +324,11 @@ export async function insertMessageBatch(db: Queryable, lastSeqs: Map<string, nu
       [...use.values()].map((u) => u.cid),
       [...use.values()].map((u) => u.version),
       [...use.values()].map((u) => u.n),
+      tokenRows.map((t) => t.cid),
+      tokenRows.map((t) => t.token),
+      tokenRows.map((t) => t.id),
+      indexed.map((m) => m.id),
+      indexed.map((m) => m.search!.fingerprint),
     ],
   );
   const times = new Map<string, { created_at: Date; updated_at: Date }>();

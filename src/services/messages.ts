@@ -17,6 +17,7 @@ import type { AuditPurpose } from '../db/audit.js';
 import type { MessageCipher, OpenJob } from '../cipher/message-cipher.js';
 import type { KeyRef } from '../keys/conversation-keys.js';
 import type { KeyVersions } from '../keys/key-versions.js';
+import type { SearchKeys } from '../keys/search-keys.js';
 import type { Logger } from '../log.js';
 import type { EventPublisher } from '../realtime/events.js';
 import type { AuditLog } from './audit-log.js';
@@ -61,6 +62,8 @@ export interface MessageServiceOptions {
   history: HistoryCache;
   limiter: RateLimiter;
   sendLimit: Limit;
+  /** Blind-index tokens for search; null when SEARCH_ENABLED=false. */
+  search: SearchKeys | null;
 }
 
 const aadOf = (conversationId: string, messageId: string, senderId: string) => `${conversationId}:${messageId}:${senderId}`;
@@ -71,6 +74,12 @@ export class MessageService {
   constructor(options: MessageServiceOptions) {
     this.#o = options;
     options.conversations.lastMessages = (viewerId, rows, members, requestId) => this.#lastMessages(viewerId, rows, members, requestId);
+  }
+
+  /** Search tokens to store with a message (indexed in the same transaction as it). */
+  #index(conversationId: string, content: string): { tokens: Buffer[]; fingerprint: string } | null {
+    const search = this.#o.search;
+    return search ? { tokens: search.tokensFor(conversationId, content), fingerprint: search.activeFingerprint } : null;
   }
 
   #checkSize(content: string): void {
@@ -103,6 +112,7 @@ export class MessageService {
       keyVersion = await this.#o.conversations.currentKeyVersion(conversationId);
     }
     const id = uuidv7();
+    const search = this.#index(conversationId, input.content);
     let outcome: SendOutcome;
     for (let attempt = 1; ; attempt++) {
       const key = await this.#o.keys.forEncryption(conversationId, keyVersion);
@@ -120,6 +130,7 @@ export class MessageService {
           signature: input.signature,
           replyToId: input.replyToId,
           clientMessageId: input.clientMessageId,
+          search,
         });
       } catch (err) {
         // A send with the same client_message_id committed by another instance in between.
@@ -201,7 +212,7 @@ export class MessageService {
     if (access.deleted_at) throw new ApiError('conflict', 'a deleted message cannot be edited');
     const key = await this.#o.keys.forEncryption(access.conversation_id, access.current_key_version);
     const sealed = await this.#seal(key, messageId, userId, content);
-    const row = await updateMessageContent(this.#o.pool, messageId, { ...sealed, keyVersion: key.version });
+    const row = await updateMessageContent(this.#o.pool, messageId, { ...sealed, keyVersion: key.version }, this.#index(access.conversation_id, content));
     if (!row) throw new ApiError('conflict', 'a deleted message cannot be edited');
     const receipts = new ReceiptView(await listMembers(this.#o.pool, [row.conversation_id]));
     const message = toMessage(row, content, receipts.statusOf(row.sender_id, row.seq));

@@ -1,0 +1,15 @@
+-- Blind index for search (SPEC §5a): per message, the first 16 bytes of
+-- HMAC-SHA256(search_key, word) of each distinct word; never the word itself.
+CREATE TABLE message_search_tokens (
+  conversation_id uuid NOT NULL,
+  token           bytea NOT NULL CHECK (octet_length(token) = 16),
+  message_id      uuid NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+  PRIMARY KEY (conversation_id, token, message_id)
+);
+CREATE INDEX message_search_tokens_message ON message_search_tokens (message_id);
+
+-- Which master key a message's tokens were computed under (reindex and rotate-master resume from it).
+CREATE TABLE message_search_state (
+  message_id             uuid PRIMARY KEY REFERENCES messages (id) ON DELETE CASCADE,
+  master_key_fingerprint text NOT NULL
+);

@@ -1,0 +1,67 @@
+import { LRUCache } from 'lru-cache';
+import { createSecretKey, type KeyObject } from 'node:crypto';
+import { deriveSearchKey, searchToken, searchWords } from '../crypto/search-tokens.js';
+import type { MasterKeyring } from './keyring.js';
+
+export interface QueryToken {
+  conversationId: string;
+  token: Buffer;
+  /** Index of the query word the token stands for (all words must match). */
+  word: number;
+}
+
+/**
+ * Blind-index tokens (SPEC §5a). Search keys are derived per conversation from a master key and
+ * cached in process (bounded, zeroed on eviction); they never leave this module.
+ */
+export class SearchKeys {
+  readonly #keyring: MasterKeyring;
+  readonly #cache = new LRUCache<string, { raw: Buffer; key: KeyObject }>({ max: 20_000, dispose: (e) => e.raw.fill(0) });
+
+  constructor(keyring: MasterKeyring) {
+    this.#keyring = keyring;
+  }
+
+  get activeFingerprint(): string {
+    return this.#keyring.active.fingerprint;
+  }
+
+  #key(fingerprint: string, conversationId: string): KeyObject | undefined {
+    const id = `${fingerprint}:${conversationId}`;
+    const hit = this.#cache.get(id);
+    if (hit) return hit.key;
+    const master = this.#keyring.get(fingerprint);
+    if (!master) return undefined;
+    const raw = deriveSearchKey(master, conversationId);
+    const key = createSecretKey(raw);
+    this.#cache.set(id, { raw, key });
+    return key;
+  }
+
+  /** Tokens of a message's distinct words under the active master key. */
+  tokensFor(conversationId: string, text: string): Buffer[] {
+    const key = this.#key(this.activeFingerprint, conversationId)!;
+    return searchWords(text).map((w) => searchToken(key, w));
+  }
+
+  /** Tokens of `fingerprint` for a text, or undefined when that master key is not held. */
+  tokensUnder(fingerprint: string, conversationId: string, text: string): Buffer[] | undefined {
+    const key = this.#key(fingerprint, conversationId);
+    return key ? searchWords(text).map((w) => searchToken(key, w)) : undefined;
+  }
+
+  /**
+   * Query tokens for each conversation and word under every master key held, so messages
+   * indexed before a master-key rotation finished are still found.
+   */
+  queryTokens(conversationIds: string[], words: string[]): QueryToken[] {
+    const out: QueryToken[] = [];
+    for (const fingerprint of this.#keyring.fingerprints()) {
+      for (const conversationId of conversationIds) {
+        const key = this.#key(fingerprint, conversationId)!;
+        words.forEach((w, word) => out.push({ conversationId, token: searchToken(key, w), word }));
+      }
+    }
+    return out;
+  }
+}

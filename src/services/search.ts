@@ -1,0 +1,82 @@
+import { createHmac, timingSafeEqual } from 'node:crypto';
+import type pg from 'pg';
+import { invalid } from '../errors.js';
+import { listMembers } from '../db/conversations.js';
+import { memberConversationIds, selectSearchPage } from '../db/search.js';
+import { searchWords } from '../crypto/search-tokens.js';
+import type { SearchKeys } from '../keys/search-keys.js';
+import type { ConversationService } from './conversations.js';
+import { ReceiptView, type Message } from './message-view.js';
+import type { MessageService } from './messages.js';
+
+export interface SearchServiceOptions {
+  pool: pg.Pool;
+  keys: SearchKeys;
+  conversations: ConversationService;
+  messages: MessageService;
+  /** Signs paging cursors, so a cursor the server did not issue is refused. */
+  cursorSecret: Buffer;
+}
+
+/** Search over encrypted messages through the blind index (SPEC §5a). */
+export class SearchService {
+  readonly #o: SearchServiceOptions;
+
+  constructor(options: SearchServiceOptions) {
+    this.#o = options;
+  }
+
+  #sign(payload: string): string {
+    return createHmac('sha256', this.#o.cursorSecret).update(`sotalk-search-cursor:${payload}`).digest().subarray(0, 16).toString('base64url');
+  }
+
+  #encodeCursor(createdUs: number, id: string): string {
+    const payload = `${createdUs}:${id}`;
+    return `${Buffer.from(payload).toString('base64url')}.${this.#sign(payload)}`;
+  }
+
+  #decodeCursor(cursor: string): { createdUs: number; id: string } {
+    const [body = '', mac = ''] = cursor.split('.');
+    const payload = Buffer.from(body, 'base64url').toString('utf8');
+    const match = /^(\d{1,20}):([0-9a-f-]{36})$/.exec(payload);
+    const expected = Buffer.from(this.#sign(payload));
+    const given = Buffer.from(mac);
+    if (!match || given.length !== expected.length || !timingSafeEqual(given, expected)) {
+      throw invalid('before', 'before is not a cursor this server issued');
+    }
+    return { createdUs: Number(match[1]), id: match[2]! };
+  }
+
+  async search(
+    viewerId: string,
+    q: string,
+    limit: number,
+    before: string | undefined,
+    conversationId: string | undefined,
+    requestId: string,
+  ): Promise<{ results: { message: Message }[]; next_cursor: string | null }> {
+    const words = searchWords(q);
+    if (words.length === 0) throw invalid('q', 'q must contain at least one word of 2 to 64 letters or digits');
+    const cursor = before === undefined ? undefined : this.#decodeCursor(before);
+    let conversationIds: string[];
+    if (conversationId) {
+      await this.#o.conversations.requireMember(conversationId, viewerId);
+      conversationIds = [conversationId];
+    } else {
+      conversationIds = await memberConversationIds(this.#o.pool, viewerId);
+    }
+    if (conversationIds.length === 0) return { results: [], next_cursor: null };
+    const tokens = this.#o.keys.queryTokens(conversationIds, words);
+    const rows = await selectSearchPage(this.#o.pool, tokens, words.length, cursor, limit + 1);
+    const page = rows.slice(0, limit);
+    const members = await listMembers(this.#o.pool, [...new Set(page.map((r) => r.conversation_id))]);
+    const views = new Map<string, ReceiptView>();
+    for (const id of new Set(members.map((m) => m.conversation_id))) views.set(id, new ReceiptView(members.filter((m) => m.conversation_id === id)));
+    const messages = await this.#o.messages.render(viewerId, page, (r) => views.get(r.conversation_id)?.statusOf(r.sender_id, r.seq) ?? 'sent', 'search', requestId);
+    const last = page[page.length - 1];
+    return {
+      results: messages.map((message) => ({ message })),
+      next_cursor: rows.length > limit && last ? this.#encodeCursor(last.created_us, last.id) : null,
+    };
+  }
+}
