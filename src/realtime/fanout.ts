@@ -61,14 +61,23 @@ export class EventBus implements EventPublisher {
       const common = { maxRetriesPerRequest: 1, retryStrategy: (n: number) => Math.min(50 * n, 2000), lazyConnect: false };
       // Publishing while Redis is down fails fast (events are best-effort) instead of queueing without bound.
       this.#pub = new Redis(options.redisUrl, { ...common, enableOfflineQueue: false, enableAutoPipelining: true, connectionName: 'sotalk-pub' });
-      this.#sub = new Redis(options.redisUrl, { ...common, autoResubscribe: true, connectionName: 'sotalk-sub' });
+      // Subscriptions wait for the connection instead of failing (no per-request retry limit).
+      this.#sub = new Redis(options.redisUrl, { ...common, maxRetriesPerRequest: null, autoResubscribe: true, connectionName: 'sotalk-sub' });
+      let connectedBefore = false;
+      this.#sub.on('ready', () => {
+        // After an outage: invalidations were missed (forget cached memberships) and subscriptions
+        // made while down may have failed (subscribe again; repeating one is harmless).
+        if (connectedBefore) this.#directory.clear();
+        connectedBefore = true;
+        const channels = [CONTROL_CHANNEL, ...[...this.#online.keys()].map((u) => USER_CHANNEL_PREFIX + u)];
+        void this.#sub?.subscribe(...channels).catch(() => {});
+      });
       for (const conn of [this.#pub, this.#sub]) {
         conn.on('error', (err: Error) => {
           options.onRedisError?.();
           this.#logger.warn({ err: { message: err.message } }, 'redis connection error');
         });
       }
-      void this.#sub.subscribe(CONTROL_CHANNEL).catch(() => {});
       this.#sub.on('messageBuffer', (channel: Buffer, message: Buffer) => this.#onRemote(channel.toString(), message));
     }
   }

@@ -106,12 +106,14 @@ export class SocketHub {
     const { conversation_id: conversationId, seq } = event.event.message;
     const key = `${user}:${conversationId}`;
     let state = this.#order.get(key);
-    if (!state || seq < state.next) {
-      // First event seen for this pair, or one that comes after its window closed: send now.
-      if (!state) {
-        state = { user, next: seq + 1, held: new Map(), timer: undefined };
-        this.#order.set(key, state);
-      }
+    if (!state) {
+      // First event of this pair here: seq 1 has no predecessor; a later one may have been
+      // overtaken by its predecessor (another instance, a slower commit), so it waits like any gap.
+      state = { user, next: seq === 1 ? 1 : seq - 1, held: new Map(), timer: undefined };
+      this.#order.set(key, state);
+    }
+    if (seq < state.next) {
+      // Its window closed already (or a duplicate): send now rather than never.
       this.#send(user, event);
       return;
     }

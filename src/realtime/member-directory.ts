@@ -36,6 +36,11 @@ export class MemberDirectory {
     return loading;
   }
 
+  clear(): void {
+    this.#cache.clear();
+    this.#loading.clear();
+  }
+
   invalidate(conversationId: string): void {
     this.#cache.delete(conversationId);
     this.#loading.delete(conversationId);

@@ -55,7 +55,7 @@ export class SocketServer {
     const o = this.#o;
     app.ws<SocketData>('/ws', {
       // uWS drops larger frames without a close frame; frames between the two limits get 1009.
-      maxPayloadLength: Math.min(2 * o.maxFrameBytes + 64 * 1024, 512 * 1024 * 1024),
+      maxPayloadLength: Math.min(Math.max(2 * o.maxFrameBytes + 64 * 1024, 4 * 1024 * 1024), 512 * 1024 * 1024),
       maxBackpressure: o.maxBufferedBytes,
       closeOnBackpressureLimit: 1,
       idleTimeout: o.idleTimeoutS ?? 60,

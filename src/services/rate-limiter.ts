@@ -44,7 +44,16 @@ export class RateLimiter {
     let msLeft: number;
     if (this.#redis?.status === 'ready') {
       try {
-        [count, msLeft] = await this.#redis.sotalkTake(`sotalk:rl:${bucket}:${key}:${window}`, limit.windowMs);
+        // A stalled Redis must not stall every send: after 200 ms count locally instead.
+        let timer: NodeJS.Timeout | undefined;
+        const timeout = new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new Error('rate limit: redis timeout')), 200);
+        });
+        try {
+          [count, msLeft] = await Promise.race([this.#redis.sotalkTake(`sotalk:rl:${bucket}:${key}:${window}`, limit.windowMs), timeout]);
+        } finally {
+          clearTimeout(timer);
+        }
       } catch {
         [count, msLeft] = this.#takeLocal(bucket, key, window, now, limit);
       }
