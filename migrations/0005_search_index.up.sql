@@ -8,6 +8,11 @@ CREATE TABLE message_search_tokens (
 );
 CREATE INDEX message_search_tokens_message ON message_search_tokens (message_id);
 
+-- `sotalk reindex` decrypts messages to rebuild their tokens: audited under its own purpose.
+ALTER TABLE decryption_audit DROP CONSTRAINT decryption_audit_purpose_check;
+ALTER TABLE decryption_audit ADD CONSTRAINT decryption_audit_purpose_check
+  CHECK (purpose IN ('fetch', 'search', 'export', 'reencrypt', 'verify', 'reindex'));
+
 -- Which master key a message's tokens were computed under (reindex and rotate-master resume from it).
 CREATE TABLE message_search_state (
   message_id             uuid PRIMARY KEY REFERENCES messages (id) ON DELETE CASCADE,

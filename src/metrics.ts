@@ -76,7 +76,7 @@ export class Metrics {
     });
     new Gauge({ name: 'sotalk_crypto_pool_queue_depth', help: 'Crypto tasks waiting for a worker', registers, collect() { this.set(sources.pool().queueDepth); } });
     new Gauge({ name: 'sotalk_audit_backlog', help: 'Decryption audit rows not yet written', registers, collect() { this.set(sources.auditBacklog()); } });
-    collectDefaultMetrics({ register: this.registry, prefix: 'sotalk_process_' });
+    collectDefaultMetrics({ register: this.registry, prefix: 'sotalk_' });
   }
 
   observeHttp(route: string, method: string, status: number, seconds: number): void {

@@ -5,6 +5,7 @@ import { migrateUp } from '../db/migrations.js';
 import { UUID_PATTERN } from '../http/validation.js';
 import { KeyVersions } from '../keys/key-versions.js';
 import { MasterKeyring } from '../keys/keyring.js';
+import { SearchKeys } from '../keys/search-keys.js';
 import { createLogger } from '../log.js';
 import { AuditLog } from '../services/audit-log.js';
 import { KeyJobs, type Progress, type ReencryptReport } from '../services/key-jobs.js';
@@ -41,8 +42,9 @@ async function withJobs<T>(config: Config, fn: (jobs: KeyJobs) => Promise<T>): P
   const audit = new AuditLog({ pool: db.pool, logger, clock: () => new Date() });
   try {
     await migrateUp(db.pool);
-    const keys = new KeyVersions(db.pool, keyring, () => new Date());
-    return await fn(new KeyJobs({ pool: db.pool, cipher, keys, keyring, audit, logger, embedded: db.embedded }));
+    const keys = new KeyVersions(db.pool, keyring, () => new Date(), { maxMessages: config.keyRotationMessages, maxAgeS: config.keyRotationMaxAgeS });
+    const search = config.searchEnabled ? new SearchKeys(keyring) : null;
+    return await fn(new KeyJobs({ pool: db.pool, cipher, keys, keyring, audit, logger, embedded: db.embedded, search }));
   } finally {
     await audit.close();
     await cipher.close();
@@ -85,12 +87,27 @@ export async function rotateConversationCommand(config: Config, args: string[]):
 
 export async function verifyCommand(config: Config): Promise<number> {
   return withJobs(config, async (jobs) => {
-    const report = await jobs.verify(progressPrinter('verify'), (id) => process.stdout.write(`integrity failure: ${id}\n`));
-    process.stdout.write(`checked ${report.checked} messages, ${report.failed.length} failed\n`);
+    const report = await jobs.verify(
+      progressPrinter('verify'),
+      (id) => process.stdout.write(`integrity failure: ${id}\n`),
+      (id) => process.stdout.write(`search index mismatch: ${id}\n`),
+    );
+    process.stdout.write(`checked ${report.checked} messages, ${report.failed.length} failed, ${report.indexMismatches.length} search index mismatches\n`);
     for (const f of report.fingerprints) {
       process.stdout.write(`master key ${f.fingerprint}: ${f.needed ? 'needed' : 'not needed'}${f.held ? '' : ' (not held by this process)'}\n`);
     }
-    return report.failed.length ? 1 : 0;
+    return report.failed.length || report.indexMismatches.length ? 1 : 0;
+  });
+}
+
+export async function reindexCommand(config: Config, args: string[]): Promise<number> {
+  const at = args.indexOf('--conversation');
+  const conversationId = at >= 0 ? requireUuid(args[at + 1], 'sotalk reindex [--conversation <id>] [--all]') : undefined;
+  return withJobs(config, async (jobs) => {
+    const result = await jobs.reindex(conversationId, args.includes('--all'), progressPrinter('reindex'));
+    process.stdout.write(`indexed ${result.indexed} of ${result.total} messages\n`);
+    for (const id of result.failed) process.stdout.write(`integrity failure: ${id}\n`);
+    return result.failed.length ? 1 : 0;
   });
 }
 

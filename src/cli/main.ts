@@ -4,7 +4,7 @@ import { openDatabase } from '../db/database.js';
 import { migrateDown, migrateUp, migrationStatus } from '../db/migrations.js';
 import { createLogger } from '../log.js';
 import { startServer } from '../main.js';
-import { exportCommand, rotateConversationCommand, rotateMasterCommand, verifyCommand } from './jobs.js';
+import { exportCommand, reindexCommand, rotateConversationCommand, rotateMasterCommand, verifyCommand } from './jobs.js';
 
 const USAGE = `usage: sotalk [command]
 
@@ -19,6 +19,8 @@ commands:
   verify                decrypt every message; list failures and the master keys still needed
   export <conversation_id>
                         NDJSON of the conversation's decrypted messages on stdout
+  reindex [--conversation <id>] [--all]
+                        rebuild the search index under the active key (resumable; --all redoes everything)
 `;
 
 /** Prints a config problem (it names the variable, never a value) and exits 1. */
@@ -107,6 +109,9 @@ switch (command) {
     break;
   case 'verify':
     process.exitCode = await verifyCommand(loadConfigOrExit());
+    break;
+  case 'reindex':
+    process.exitCode = await reindexCommand(loadConfigOrExit(), args);
     break;
   case 'export':
     process.exitCode = await exportCommand(loadConfigOrExit(), args);

@@ -1,6 +1,6 @@
 import type { Queryable } from './transaction.js';
 
-export type AuditPurpose = 'fetch' | 'search' | 'export' | 'reencrypt' | 'verify';
+export type AuditPurpose = 'fetch' | 'search' | 'export' | 'reencrypt' | 'verify' | 'reindex';
 
 export interface AuditEntry {
   actorId: string | null;

@@ -54,8 +54,8 @@ export async function insertConversation(db: Queryable, c: NewConversation): Pro
        INSERT INTO conversation_members (conversation_id, user_id, role)
        SELECT conv.id, m.user_id, m.role FROM conv, unnest($7::uuid[], $8::text[]) AS m(user_id, role)
      ), keys AS (
-       INSERT INTO conversation_keys (conversation_id, version, master_key_fingerprint, created_unix_seconds)
-       SELECT conv.id, 1, $9, $10 FROM conv
+       INSERT INTO conversation_keys (conversation_id, version, master_key_fingerprint, created_unix_seconds, origin)
+       SELECT conv.id, 1, $9, $10, 'initial' FROM conv
      )
      SELECT * FROM conv`,
     [
@@ -184,12 +184,18 @@ export async function advanceReceipts(
   return rows[0];
 }
 
-/** Creates the next key version under the given master key and makes it current; returns it. */
+export type KeyOrigin = 'explicit' | 'count' | 'age' | 'master';
+
+/**
+ * Creates the next key version under the given master key and makes it current; returns it.
+ * With `expectedVersion`, only if that is still current (compare-and-set).
+ */
 export async function rotateConversationKey(
   db: Queryable,
   conversationId: string,
   fingerprint: string,
   createdUnixSeconds: number,
+  origin: KeyOrigin,
   expectedVersion?: number,
 ): Promise<number | undefined> {
   const { rows } = await db.query<{ version: number }>(
@@ -198,13 +204,23 @@ export async function rotateConversationKey(
        WHERE id = $1 AND ($4::int IS NULL OR current_key_version = $4)
        RETURNING current_key_version AS version
      ), inserted AS (
-       INSERT INTO conversation_keys (conversation_id, version, master_key_fingerprint, created_unix_seconds)
-       SELECT $1, version, $2, $3 FROM bumped
+       INSERT INTO conversation_keys (conversation_id, version, master_key_fingerprint, created_unix_seconds, origin)
+       SELECT $1, version, $2, $3, $5 FROM bumped
      )
      SELECT version FROM bumped`,
-    [conversationId, fingerprint, createdUnixSeconds, expectedVersion ?? null],
+    [conversationId, fingerprint, createdUnixSeconds, expectedVersion ?? null, origin],
   );
   return rows[0]?.version;
+}
+
+/** The newest key version of a conversation created under a master key, if any. */
+export async function findNewestVersionUnder(db: Queryable, conversationId: string, fingerprint: string): Promise<KeyVersionRow | undefined> {
+  const { rows } = await db.query<KeyVersionRow>(
+    `SELECT version, master_key_fingerprint, created_unix_seconds FROM conversation_keys
+     WHERE conversation_id = $1 AND master_key_fingerprint = $2 ORDER BY version DESC LIMIT 1`,
+    [conversationId, fingerprint],
+  );
+  return rows[0];
 }
 
 export async function findKeyVersion(db: Queryable, conversationId: string, version: number): Promise<KeyVersionRow | undefined> {

@@ -127,6 +127,8 @@ export interface NewMessage {
   nonce: Buffer;
   tag: Buffer;
   keyVersion: number;
+  /** Master key of that version (an explicit rotation under the same key makes it stale). */
+  keyFingerprint: string;
   contentType: string;
   signature: string | null;
   replyToId: string | null;
@@ -151,6 +153,9 @@ export async function updateMessageContent(
        WHERE id = $1 AND deleted_at IS NULL RETURNING id, conversation_id
      ), v AS (
        UPDATE conversations SET edit_version = edit_version + 1 WHERE id IN (SELECT conversation_id FROM m)
+     ), counted AS (
+       UPDATE conversation_keys SET message_count = message_count + 1
+       WHERE conversation_id IN (SELECT conversation_id FROM m) AND version = $5
      ), e AS (
        INSERT INTO message_encryption_metadata (message_id, nonce, tag, algorithm, key_version)
        SELECT id, $3, $4, 'AES-256-GCM', $5 FROM m
@@ -158,7 +163,8 @@ export async function updateMessageContent(
          SET nonce = EXCLUDED.nonce, tag = EXCLUDED.tag, algorithm = EXCLUDED.algorithm,
              key_version = EXCLUDED.key_version, created_at = now()
      ), old_tokens AS (
-       DELETE FROM message_search_tokens WHERE message_id IN (SELECT id FROM m)
+       -- only tokens the new text lacks: rows deleted and re-inserted in one statement would be lost
+       DELETE FROM message_search_tokens WHERE message_id IN (SELECT id FROM m) AND token <> ALL($6::bytea[])
      ), new_tokens AS (
        INSERT INTO message_search_tokens (conversation_id, token, message_id)
        SELECT m.conversation_id, t.token, m.id FROM m, unnest($6::bytea[]) AS t(token)
@@ -203,6 +209,8 @@ export interface LockedConversation {
   id: string;
   last_seq: number;
   current_key_version: number;
+  current_fingerprint: string;
+  current_origin: string;
 }
 
 /**
@@ -211,7 +219,9 @@ export interface LockedConversation {
  */
 export async function lockConversations(db: Queryable, conversationIds: string[]): Promise<LockedConversation[]> {
   const { rows } = await db.query<LockedConversation>(
-    'SELECT id, last_seq, current_key_version FROM conversations WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE',
+    `SELECT c.id, c.last_seq, c.current_key_version, k.master_key_fingerprint AS current_fingerprint, k.origin AS current_origin
+     FROM conversations c JOIN conversation_keys k ON k.conversation_id = c.id AND k.version = c.current_key_version
+     WHERE c.id = ANY($1::uuid[]) ORDER BY c.id FOR UPDATE OF c`,
     [conversationIds],
   );
   return rows;
@@ -364,13 +374,13 @@ export interface Reencrypted {
  * Swaps in re-encrypted ciphertexts, each only if the message still has the ciphertext that was
  * decrypted (same nonce): an edit or delete that committed meanwhile wins. Message rows are locked
  * first, in id order — the order edits and deletes lock them — so the two never deadlock.
- * Returns how many were replaced.
+ * Returns the ids replaced.
  */
-export async function replaceCiphertexts(db: Queryable, items: Reencrypted[]): Promise<number> {
-  if (items.length === 0) return 0;
+export async function replaceCiphertexts(db: Queryable, items: Reencrypted[]): Promise<string[]> {
+  if (items.length === 0) return [];
   const ids = items.map((i) => i.id);
   await db.query('SELECT id FROM messages WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE', [ids]);
-  const { rows } = await db.query<{ n: number }>(
+  const { rows } = await db.query<{ id: string }>(
     `WITH v AS (
        SELECT * FROM unnest($1::uuid[], $2::bytea[], $3::bytea[], $4::bytea[], $5::bytea[], $6::int[])
          AS v(id, old_nonce, content, nonce, tag, key_version)
@@ -381,9 +391,14 @@ export async function replaceCiphertexts(db: Queryable, items: Reencrypted[]): P
        RETURNING e.message_id
      ), msg AS (
        UPDATE messages m SET content = v.content FROM v, meta WHERE m.id = v.id AND meta.message_id = v.id
-       RETURNING m.id
+       RETURNING m.id, m.conversation_id, v.key_version
+     ), counted AS (
+       -- re-encryptions are encryptions under the key too: they count toward its retirement
+       UPDATE conversation_keys k SET message_count = k.message_count + c.n
+       FROM (SELECT conversation_id, key_version, count(*) AS n FROM msg GROUP BY 1, 2) c
+       WHERE k.conversation_id = c.conversation_id AND k.version = c.key_version
      )
-     SELECT count(*)::int AS n FROM msg`,
+     SELECT id FROM msg`,
     [
       ids,
       items.map((i) => i.oldNonce),
@@ -393,5 +408,55 @@ export async function replaceCiphertexts(db: Queryable, items: Reencrypted[]): P
       items.map((i) => i.keyVersion),
     ],
   );
-  return rows[0]!.n;
+  return rows.map((r) => r.id);
+}
+
+export interface SearchIndexEntry {
+  messageId: string;
+  conversationId: string;
+  tokens: Buffer[];
+  fingerprint: string;
+}
+
+/** Replaces the blind-index tokens of messages (reindex, master-key rotation). Run in a transaction. */
+export async function replaceSearchTokens(db: Queryable, entries: SearchIndexEntry[]): Promise<void> {
+  if (entries.length === 0) return;
+  const pairs = entries.flatMap((e) => e.tokens.map((token) => ({ e, token })));
+  const ids = entries.map((e) => e.messageId);
+  const mids = pairs.map((p) => p.e.messageId);
+  const tokens = pairs.map((p) => p.token);
+  await db.query(
+    `DELETE FROM message_search_tokens t USING unnest($1::uuid[]) AS ids(id)
+     WHERE t.message_id = ids.id
+       AND NOT EXISTS (SELECT 1 FROM unnest($2::uuid[], $3::bytea[]) AS n(mid, token) WHERE n.mid = t.message_id AND n.token = t.token)`,
+    [ids, mids, tokens],
+  );
+  await db.query(
+    `INSERT INTO message_search_tokens (conversation_id, token, message_id)
+     SELECT * FROM unnest($1::uuid[], $2::bytea[], $3::uuid[]) ON CONFLICT DO NOTHING`,
+    [pairs.map((p) => p.e.conversationId), tokens, mids],
+  );
+  await db.query(
+    `INSERT INTO message_search_state (message_id, master_key_fingerprint) SELECT * FROM unnest($1::uuid[], $2::text[])
+     ON CONFLICT (message_id) DO UPDATE SET master_key_fingerprint = EXCLUDED.master_key_fingerprint`,
+    [ids, entries.map((e) => e.fingerprint)],
+  );
+}
+
+/** Stored tokens per message (for verify). */
+export async function selectSearchTokens(db: Queryable, messageIds: string[]): Promise<Map<string, { tokens: Set<string>; fingerprint: string | null }>> {
+  const { rows } = await db.query<{ id: string; fingerprint: string | null; token: Buffer | null }>(
+    `SELECT ids.id, s.master_key_fingerprint AS fingerprint, t.token
+     FROM unnest($1::uuid[]) AS ids(id)
+     LEFT JOIN message_search_state s ON s.message_id = ids.id
+     LEFT JOIN message_search_tokens t ON t.message_id = ids.id`,
+    [messageIds],
+  );
+  const out = new Map<string, { tokens: Set<string>; fingerprint: string | null }>();
+  for (const r of rows) {
+    const entry = out.get(r.id) ?? { tokens: new Set<string>(), fingerprint: r.fingerprint };
+    if (r.token) entry.tokens.add(r.token.toString('hex'));
+    out.set(r.id, entry);
+  }
+  return out;
 }

@@ -1,6 +1,6 @@
 import { LRUCache } from 'lru-cache';
 import type pg from 'pg';
-import { findKeyVersion, rotateConversationKey } from '../db/conversations.js';
+import { findKeyVersion, findNewestVersionUnder, rotateConversationKey } from '../db/conversations.js';
 import type { KeyRef } from './conversation-keys.js';
 import type { MasterKeyring } from './keyring.js';
 import type { Queryable } from '../db/transaction.js';
@@ -33,7 +33,7 @@ export class KeyVersions {
   /** In a group commit's transaction: makes a new version current when `version` is full. */
   retireIfFull = async (client: Queryable, conversationId: string, version: number, messageCount: number): Promise<boolean> => {
     if (this.#maxMessages <= 0 || messageCount < this.#maxMessages) return false;
-    return (await rotateConversationKey(client, conversationId, this.activeFingerprint, this.nowUnixSeconds(), version)) !== undefined;
+    return (await rotateConversationKey(client, conversationId, this.activeFingerprint, this.nowUnixSeconds(), 'count', version)) !== undefined;
   };
 
   nowUnixSeconds(): number {
@@ -48,6 +48,14 @@ export class KeyVersions {
     this.#cache.set(`${ref.conversationId}:${ref.version}`, ref);
   }
 
+  async #newestUnderActive(conversationId: string): Promise<KeyRef | undefined> {
+    const row = await findNewestVersionUnder(this.#pool, conversationId, this.activeFingerprint);
+    if (!row) return undefined;
+    const ref: KeyRef = { conversationId, version: row.version, createdUnixSeconds: row.created_unix_seconds, fingerprint: row.master_key_fingerprint };
+    this.remember(ref);
+    return ref;
+  }
+
   async get(conversationId: string, version: number): Promise<KeyRef> {
     const id = `${conversationId}:${version}`;
     const hit = this.#cache.get(id);
@@ -59,15 +67,27 @@ export class KeyVersions {
     return ref;
   }
 
+  #expired(ref: KeyRef): boolean {
+    return this.#maxAgeS > 0 && ref.createdUnixSeconds + this.#maxAgeS <= this.nowUnixSeconds();
+  }
+
   /**
-   * The version new messages use: the conversation's current one, or — when that was created under
-   * another master key than the active one — a new version, created once even under races.
+   * The version new messages use. Normally the conversation's current one. When that is under
+   * another master key this process holds — the next key of a rolling deploy, or the previous one
+   * — the newest version under our own active key, if there is one (so instances on either side
+   * of a deploy do not create a version per message). Otherwise, or when the version is too old,
+   * a new version under the active key, created once even under races (compare-and-set).
    */
   async forEncryption(conversationId: string, currentVersion: number): Promise<KeyRef> {
     const ref = await this.get(conversationId, currentVersion);
-    const expired = this.#maxAgeS > 0 && ref.createdUnixSeconds + this.#maxAgeS <= this.nowUnixSeconds();
+    const expired = this.#expired(ref);
     if (ref.fingerprint === this.activeFingerprint && !expired) return ref;
-    const created = await rotateConversationKey(this.#pool, conversationId, this.activeFingerprint, this.nowUnixSeconds(), currentVersion);
+    if (!expired && this.#keyring.get(ref.fingerprint)) {
+      const own = await this.#newestUnderActive(conversationId);
+      if (own && !this.#expired(own)) return own;
+    }
+    const origin = expired && ref.fingerprint === this.activeFingerprint ? 'age' : 'master';
+    const created = await rotateConversationKey(this.#pool, conversationId, this.activeFingerprint, this.nowUnixSeconds(), origin, currentVersion);
     if (created !== undefined) return this.get(conversationId, created);
     // Another sender rotated first: use what is current now.
     const { rows } = await this.#pool.query<{ v: number }>('SELECT current_key_version AS v FROM conversations WHERE id = $1', [conversationId]);

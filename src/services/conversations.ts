@@ -241,7 +241,7 @@ export class ConversationService {
 
   async rotateKey(conversationId: string, userId: string): Promise<{ conversation_id: string; current_key_version: number }> {
     await this.requireMember(conversationId, userId);
-    const version = await rotateConversationKey(this.#pool, conversationId, this.#keys.activeFingerprint, this.#keys.nowUnixSeconds());
+    const version = await rotateConversationKey(this.#pool, conversationId, this.#keys.activeFingerprint, this.#keys.nowUnixSeconds(), 'explicit');
     if (version === undefined) throw new ApiError('not_found', 'conversation not found');
     this.#keyVersions.delete(conversationId);
     this.#events.publish(conversationId, { type: 'key_rotated', conversation_id: conversationId, current_key_version: version });

@@ -2,7 +2,16 @@ import Cursor from 'pg-cursor';
 import type pg from 'pg';
 import type { MessageCipher } from '../cipher/message-cipher.js';
 import { listMembers, rotateConversationKey } from '../db/conversations.js';
-import { STREAM_COLUMNS, STREAM_FROM, replaceCiphertexts, type MessageRow, type Reencrypted } from '../db/messages.js';
+import {
+  STREAM_COLUMNS,
+  STREAM_FROM,
+  replaceCiphertexts,
+  replaceSearchTokens,
+  selectSearchTokens,
+  type MessageRow,
+  type Reencrypted,
+} from '../db/messages.js';
+import type { SearchKeys } from '../keys/search-keys.js';
 import { withTransaction } from '../db/transaction.js';
 import type { KeyRef } from '../keys/conversation-keys.js';
 import type { KeyVersions } from '../keys/key-versions.js';
@@ -30,6 +39,8 @@ export interface KeyJobsOptions {
    * paged by key instead (same batches, same bounded memory).
    */
   embedded?: boolean;
+  /** Blind index to keep in step (null when SEARCH_ENABLED=false). */
+  search?: SearchKeys | null;
 }
 
 export interface ReencryptReport {
@@ -44,6 +55,8 @@ export interface ReencryptReport {
 export interface VerifyReport {
   checked: number;
   failed: string[];
+  /** Messages whose stored search tokens do not match their plaintext (or that are not indexed). */
+  indexMismatches: string[];
   /** Every master-key fingerprint held or referenced, and whether any message still needs it. */
   fingerprints: { fingerprint: string; needed: boolean; held: boolean }[];
 }
@@ -103,7 +116,7 @@ export class KeyJobs {
   }
 
   /** Decrypts a batch; returns plaintexts (null on failure) and audits the successes. */
-  async #open(rows: MessageRow[], purpose: 'reencrypt' | 'verify' | 'export'): Promise<(Buffer | null)[]> {
+  async #open(rows: MessageRow[], purpose: 'reencrypt' | 'verify' | 'export' | 'reindex'): Promise<(Buffer | null)[]> {
     const jobs = rows.map((r) => ({ key: keyRefOf(r), aad: aadOf(r), nonce: r.nonce ?? Buffer.alloc(0), ciphertext: r.content ?? Buffer.alloc(0), tag: r.tag ?? Buffer.alloc(0) }));
     const known = jobs.flatMap((j, i) => (j.key ? [{ i, job: { ...j, key: j.key } }] : []));
     const opened = await this.#o.cipher.open(known.map((k) => k.job));
@@ -131,6 +144,11 @@ export class KeyJobs {
       const todo = rows.flatMap((r, i) => (plain[i] && targets.get(r.conversation_id) ? [{ row: r, plaintext: plain[i]!, key: targets.get(r.conversation_id)! }] : []));
       for (const [i, r] of rows.entries()) if (!plain[i]) report.failed.push(r.id);
       const sealed = await this.#o.cipher.seal(todo.map((t) => ({ key: t.key, aad: aadOf(t.row), plaintext: t.plaintext })));
+      // The blind index moves to the active master key with the ciphertexts (same transaction).
+      const search = this.#o.search;
+      const index = new Map(
+        search ? todo.map((t) => [t.row.id, { messageId: t.row.id, conversationId: t.row.conversation_id, tokens: search.tokensFor(t.row.conversation_id, t.plaintext.toString('utf8')), fingerprint: search.activeFingerprint }]) : [],
+      );
       for (const t of todo) t.plaintext.fill(0);
       const items: Reencrypted[] = todo.map((t, i) => ({
         id: t.row.id,
@@ -140,7 +158,11 @@ export class KeyJobs {
         tag: sealed[i]!.tag,
         keyVersion: t.key.version,
       }));
-      const replaced = await withTransaction(this.#o.pool, (client) => replaceCiphertexts(client, items));
+      const replaced = await withTransaction(this.#o.pool, async (client) => {
+        const ids = await replaceCiphertexts(client, items);
+        await replaceSearchTokens(client, ids.flatMap((id) => (index.has(id) ? [index.get(id)!] : [])));
+        return ids.length;
+      });
       report.reencrypted += replaced;
       report.skipped += items.length - replaced;
       done += rows.length;
@@ -158,7 +180,7 @@ export class KeyJobs {
 
   /** Creates a new key version for a conversation; with `reencrypt`, moves every message to it. */
   async rotateConversation(conversationId: string, reencrypt: boolean, progress: Progress): Promise<{ version: number; report?: ReencryptReport }> {
-    const version = await rotateConversationKey(this.#o.pool, conversationId, this.#o.keyring.active.fingerprint, this.#o.keys.nowUnixSeconds());
+    const version = await rotateConversationKey(this.#o.pool, conversationId, this.#o.keyring.active.fingerprint, this.#o.keys.nowUnixSeconds(), 'explicit');
     if (version === undefined) throw new Error(`conversation ${conversationId} not found`);
     if (!reencrypt) return { version };
     const report = await this.#reencrypt('m.conversation_id = $1 AND e.key_version <> $2', [conversationId, version], progress);
@@ -166,18 +188,31 @@ export class KeyJobs {
   }
 
   /** Decrypts every message; reports failures and which master keys are still needed. */
-  async verify(progress: Progress, onFailure: (id: string) => void): Promise<VerifyReport> {
+  async verify(progress: Progress, onFailure: (id: string) => void, onIndexMismatch?: (id: string) => void): Promise<VerifyReport> {
     const total = await this.#count('true', []);
-    const report: VerifyReport = { checked: 0, failed: [], fingerprints: [] };
+    const report: VerifyReport = { checked: 0, failed: [], indexMismatches: [], fingerprints: [] };
+    const search = this.#o.search;
     progress.update(0, total);
     await this.#stream('true', [], 'm.id', async (rows) => {
       const plain = await this.#open(rows, 'verify');
+      const stored = search ? await selectSearchTokens(this.#o.pool, rows.map((r) => r.id)) : undefined;
       rows.forEach((r, i) => {
-        if (!plain[i]) {
+        const p = plain[i];
+        if (!p) {
           report.failed.push(r.id);
           onFailure(r.id);
+          return;
         }
-        plain[i]?.fill(0);
+        if (search && stored) {
+          const entry = stored.get(r.id);
+          const expected = entry?.fingerprint ? search.tokensUnder(entry.fingerprint, r.conversation_id, p.toString('utf8')) : undefined;
+          const same = expected !== undefined && expected.length === entry!.tokens.size && expected.every((t) => entry!.tokens.has(t.toString('hex')));
+          if (!same) {
+            report.indexMismatches.push(r.id);
+            onIndexMismatch?.(r.id);
+          }
+        }
+        p.fill(0);
       });
       report.checked += rows.length;
       progress.update(report.checked, total);
@@ -196,6 +231,57 @@ export class KeyJobs {
     const held = new Set(this.#o.keyring.fingerprints());
     report.fingerprints = [...needed].map(([fingerprint, n]) => ({ fingerprint, needed: n, held: held.has(fingerprint) }));
     return report;
+  }
+
+  /**
+   * Rebuilds blind-index tokens under the active master key for every live message not yet
+   * indexed under it (or all of one conversation's). Resumable: finished batches are skipped.
+   */
+  async reindex(conversationId: string | undefined, all: boolean, progress: Progress): Promise<{ total: number; indexed: number; failed: string[] }> {
+    const search = this.#o.search;
+    if (!search) throw new Error('search is disabled (SEARCH_ENABLED=false)');
+    const from = `${STREAM_FROM} LEFT JOIN message_search_state s ON s.message_id = m.id`;
+    const conditions = ['m.deleted_at IS NULL'];
+    const params: unknown[] = [];
+    if (!all) {
+      params.push(search.activeFingerprint);
+      conditions.push(`s.master_key_fingerprint IS DISTINCT FROM $${params.length}`);
+    }
+    if (conversationId) {
+      params.push(conversationId);
+      conditions.push(`m.conversation_id = $${params.length}`);
+    }
+    const where = conditions.join(' AND ');
+    const { rows: countRows } = await this.#o.pool.query<{ n: number }>(`SELECT count(*)::int AS n ${from} WHERE ${where}`, params);
+    const result = { total: countRows[0]!.n, indexed: 0, failed: [] as string[] };
+    let done = 0;
+    progress.update(0, result.total);
+    await this.#stream(
+      where,
+      params,
+      'm.id',
+      async (rows) => {
+        const plain = await this.#open(rows, 'reindex');
+        const entries = rows.flatMap((r, i) => {
+          const p = plain[i];
+          if (!p) {
+            result.failed.push(r.id);
+            return [];
+          }
+          const entry = { messageId: r.id, conversationId: r.conversation_id, tokens: search.tokensFor(r.conversation_id, p.toString('utf8')), fingerprint: search.activeFingerprint };
+          p.fill(0);
+          return [entry];
+        });
+        await withTransaction(this.#o.pool, (client) => replaceSearchTokens(client, entries));
+        result.indexed += entries.length;
+        done += rows.length;
+        progress.update(done, result.total);
+      },
+      from,
+    );
+    await this.#o.audit.flush();
+    progress.finish(done, result.total);
+    return result;
   }
 
   /** Streams a conversation's messages in seq order, decrypted (audited as `export`). */

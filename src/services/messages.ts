@@ -126,6 +126,7 @@ export class MessageService {
           nonce: sealed.nonce,
           tag: sealed.tag,
           keyVersion: key.version,
+          keyFingerprint: key.fingerprint,
           contentType: input.contentType,
           signature: input.signature,
           replyToId: input.replyToId,

@@ -126,11 +126,17 @@ export class SendBatcher {
     const replyIds = [...new Set(messages.flatMap((m) => (m.replyToId ? [m.replyToId] : [])))];
 
     const lastSeq = new Map<string, number>();
-    const keyVersion = new Map<string, number>();
+    const currentKey = new Map<string, { version: number; fingerprint: string; origin: string }>();
     for (const c of await lockConversations(client, conversationIds)) {
       lastSeq.set(c.id, c.last_seq);
-      keyVersion.set(c.id, c.current_key_version);
+      currentKey.set(c.id, { version: c.current_key_version, fingerprint: c.current_fingerprint, origin: c.current_origin });
     }
+    // Sealed under a version an explicit rotation (of the same master key) has replaced: seal again.
+    // Automatic retirements and master-key changes accept messages already in flight.
+    const stale = (m: NewMessage) => {
+      const current = currentKey.get(m.conversationId)!;
+      return m.keyVersion < current.version && current.origin === 'explicit' && m.keyFingerprint === current.fingerprint;
+    };
     const members = new Set<string>();
     const duplicates = new Set<string>();
     const replies = new Map<string, string>();
@@ -149,7 +155,7 @@ export class SendBatcher {
       if (last === undefined || !members.has(`${m.conversationId}:${m.senderId}`)) outcomes[index] = { kind: 'not_member' };
       else if (m.replyToId && replies.get(m.replyToId) !== m.conversationId) outcomes[index] = { kind: 'bad_reply' };
       else if (clientKey && duplicates.has(clientKey)) outcomes[index] = { kind: 'duplicate' };
-      else if (m.keyVersion !== keyVersion.get(m.conversationId)) outcomes[index] = { kind: 'stale_key', currentVersion: keyVersion.get(m.conversationId)! };
+      else if (stale(m)) outcomes[index] = { kind: 'stale_key', currentVersion: currentKey.get(m.conversationId)!.version };
       else {
         if (clientKey) duplicates.add(clientKey); // a second copy later in this batch replays the first
         lastSeq.set(m.conversationId, last + 1);

@@ -1,0 +1,1 @@
+ALTER TABLE conversation_keys DROP COLUMN IF EXISTS origin;
