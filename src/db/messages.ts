@@ -209,8 +209,6 @@ export interface LockedConversation {
   id: string;
   last_seq: number;
   current_key_version: number;
-  current_fingerprint: string;
-  current_origin: string;
 }
 
 /**
@@ -219,18 +217,19 @@ export interface LockedConversation {
  */
 export async function lockConversations(db: Queryable, conversationIds: string[]): Promise<LockedConversation[]> {
   const { rows } = await db.query<LockedConversation>(
-    `SELECT c.id, c.last_seq, c.current_key_version, k.master_key_fingerprint AS current_fingerprint, k.origin AS current_origin
-     FROM conversations c JOIN conversation_keys k ON k.conversation_id = c.id AND k.version = c.current_key_version
-     WHERE c.id = ANY($1::uuid[]) ORDER BY c.id FOR UPDATE OF c`,
+    // No joins here: a row re-read after waiting for its lock would not find rows committed meanwhile.
+    'SELECT id, last_seq, current_key_version FROM conversations WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE',
     [conversationIds],
   );
   return rows;
 }
 
 export interface BatchCheckRow {
-  kind: 'member' | 'duplicate' | 'reply';
+  kind: 'member' | 'duplicate' | 'reply' | 'key';
   conversation_id: string;
+  /** user id, or for `key` the master-key fingerprint of the current version */
   user_id: string | null;
+  /** client_message_id, or for `key` the origin of the current version */
   client_message_id: string | null;
   message_id: string | null;
 }
@@ -244,16 +243,20 @@ export async function checkBatch(
   senders: { conversationId: string; senderId: string }[],
   clientIds: { conversationId: string; senderId: string; clientMessageId: string }[],
   replyIds: string[],
+  currentKeys: { conversationId: string; version: number }[],
 ): Promise<BatchCheckRow[]> {
   const { rows } = await db.query<BatchCheckRow>(
-    `SELECT 'member' AS kind, cm.conversation_id, cm.user_id, NULL::text AS client_message_id, NULL::uuid AS message_id
+    `SELECT 'member' AS kind, cm.conversation_id, cm.user_id::text AS user_id, NULL::text AS client_message_id, NULL::uuid AS message_id
        FROM conversation_members cm JOIN unnest($1::uuid[], $2::uuid[]) AS p(c, u) ON cm.conversation_id = p.c AND cm.user_id = p.u
      UNION ALL
-     SELECT 'duplicate', m.conversation_id, m.sender_id, m.client_message_id, m.id
+     SELECT 'duplicate', m.conversation_id, m.sender_id::text, m.client_message_id, m.id
        FROM messages m JOIN unnest($3::uuid[], $4::uuid[], $5::text[]) AS q(c, u, k)
          ON m.conversation_id = q.c AND m.sender_id = q.u AND m.client_message_id = q.k
      UNION ALL
-     SELECT 'reply', m.conversation_id, NULL, NULL, m.id FROM messages m WHERE m.id = ANY($6::uuid[])`,
+     SELECT 'reply', m.conversation_id, NULL, NULL, m.id FROM messages m WHERE m.id = ANY($6::uuid[])
+     UNION ALL
+     SELECT 'key', k.conversation_id, k.master_key_fingerprint, k.origin, NULL
+       FROM conversation_keys k JOIN unnest($7::uuid[], $8::int[]) AS c(id, version) ON k.conversation_id = c.id AND k.version = c.version`,
     [
       senders.map((s) => s.conversationId),
       senders.map((s) => s.senderId),
@@ -261,9 +264,16 @@ export async function checkBatch(
       clientIds.map((c) => c.senderId),
       clientIds.map((c) => c.clientMessageId),
       replyIds,
+      currentKeys.map((k) => k.conversationId),
+      currentKeys.map((k) => k.version),
     ],
   );
   return rows;
+}
+
+/** Locks one message row: later statements of the transaction see every write committed before. */
+export async function lockMessage(db: Queryable, id: string): Promise<void> {
+  await db.query('SELECT id FROM messages WHERE id = $1 FOR UPDATE', [id]);
 }
 
 export interface BatchMessage extends NewMessage {

@@ -3,6 +3,7 @@ import type pg from 'pg';
 import { ApiError, forbidden, invalid, notFound } from '../errors.js';
 import { listMembers, type ConversationRow, type MemberRow } from '../db/conversations.js';
 import {
+  lockMessage,
   selectByClientMessageId,
   selectMessageAccess,
   selectConversationState,
@@ -22,7 +23,7 @@ import type { Logger } from '../log.js';
 import type { EventPublisher } from '../realtime/events.js';
 import type { AuditLog } from './audit-log.js';
 import type { SendBatcher, SendOutcome } from './send-batcher.js';
-import { sqlState } from '../db/transaction.js';
+import { sqlState, withTransaction } from '../db/transaction.js';
 import type { RateLimiter, Limit } from './rate-limiter.js';
 import type { ConversationService } from './conversations.js';
 import type { HistoryCache } from './history-cache.js';
@@ -213,7 +214,11 @@ export class MessageService {
     if (access.deleted_at) throw new ApiError('conflict', 'a deleted message cannot be edited');
     const key = await this.#o.keys.forEncryption(access.conversation_id, access.current_key_version);
     const sealed = await this.#seal(key, messageId, userId, content);
-    const row = await updateMessageContent(this.#o.pool, messageId, { ...sealed, keyVersion: key.version }, this.#index(access.conversation_id, content));
+    // Lock first: the update's token replacement must see writes committed while it waited (a re-index).
+    const row = await withTransaction(this.#o.pool, async (client) => {
+      await lockMessage(client, messageId);
+      return updateMessageContent(client, messageId, { ...sealed, keyVersion: key.version }, this.#index(access.conversation_id, content));
+    });
     if (!row) throw new ApiError('conflict', 'a deleted message cannot be edited');
     const receipts = new ReceiptView(await listMembers(this.#o.pool, [row.conversation_id]));
     const message = toMessage(row, content, receipts.statusOf(row.sender_id, row.seq));
@@ -225,7 +230,10 @@ export class MessageService {
     const access = await selectMessageAccess(this.#o.pool, messageId, userId);
     if (!access || !access.is_member) throw notFound('message', 'id');
     if (access.sender_id !== userId) throw forbidden('only the sender can delete a message');
-    const row = await tombstoneMessage(this.#o.pool, messageId);
+    const row = await withTransaction(this.#o.pool, async (client) => {
+      await lockMessage(client, messageId);
+      return tombstoneMessage(client, messageId);
+    });
     if (!row) throw notFound('message', 'id');
     const receipts = new ReceiptView(await listMembers(this.#o.pool, [row.conversation_id]));
     const message = toMessage(row, null, receipts.statusOf(row.sender_id, row.seq));

@@ -127,9 +127,10 @@ export class SendBatcher {
 
     const lastSeq = new Map<string, number>();
     const currentKey = new Map<string, { version: number; fingerprint: string; origin: string }>();
-    for (const c of await lockConversations(client, conversationIds)) {
+    const locked = await lockConversations(client, conversationIds);
+    for (const c of locked) {
       lastSeq.set(c.id, c.last_seq);
-      currentKey.set(c.id, { version: c.current_key_version, fingerprint: c.current_fingerprint, origin: c.current_origin });
+      currentKey.set(c.id, { version: c.current_key_version, fingerprint: '', origin: '' });
     }
     // Sealed under a version an explicit rotation (of the same master key) has replaced: seal again.
     // Automatic retirements and master-key changes accept messages already in flight.
@@ -140,8 +141,10 @@ export class SendBatcher {
     const members = new Set<string>();
     const duplicates = new Set<string>();
     const replies = new Map<string, string>();
-    for (const row of await checkBatch(client, senders, clientIds, replyIds)) {
-      if (row.kind === 'member') members.add(`${row.conversation_id}:${row.user_id}`);
+    const keys = locked.map((c) => ({ conversationId: c.id, version: c.current_key_version }));
+    for (const row of await checkBatch(client, senders, clientIds, replyIds, keys)) {
+      if (row.kind === 'key') Object.assign(currentKey.get(row.conversation_id)!, { fingerprint: row.user_id, origin: row.client_message_id });
+      else if (row.kind === 'member') members.add(`${row.conversation_id}:${row.user_id}`);
       else if (row.kind === 'duplicate') duplicates.add(`${row.conversation_id}:${row.user_id}:${row.client_message_id}`);
       else replies.set(row.message_id!, row.conversation_id);
     }
