@@ -142,9 +142,11 @@ export async function startServer(config: Config, deps: ServerDeps = {}): Promis
     maxBodyBytes: bodyLimit(config),
     authenticate: auth.authenticate,
     logger,
-    observe: (route, method, status, seconds) => {
+    observe: (route, method, status, seconds, requestId) => {
       metrics.observeHttp(route, method, status, seconds);
-      if (status >= 500 || logger.isLevelEnabled('debug')) logger[status >= 500 ? 'warn' : 'debug']({ route, method, status, ms: seconds * 1000 }, 'request');
+      if (status >= 500 || logger.isLevelEnabled('debug')) {
+        logger[status >= 500 ? 'warn' : 'debug']({ requestId, route, method, status, ms: seconds * 1000 }, 'request');
+      }
     },
     inFlight,
     onUnavailable: () => metrics.dependencyErrors.inc({ dependency: 'postgres' }),

@@ -7,8 +7,10 @@ const MAX_WORD = 64;
 
 // Scripts written without spaces: indexed as overlapping character pairs.
 const PAIRED = /[\p{Script_Extensions=Han}\p{Script_Extensions=Hiragana}\p{Script_Extensions=Katakana}\p{Script_Extensions=Thai}]/u;
-// A word: a maximal run of letters, marks and decimal digits.
-const WORD = /[\p{L}\p{M}\p{Nd}]+/gu;
+// A word: a maximal run of letters, marks and decimal digits. Variation selectors (the mark that
+// turns ❤ into ❤️) end a word like the emoji they belong to, and a run never starts with a mark.
+const WORD = /[\p{L}\p{Nd}][\p{L}\p{M}\p{Nd}]*/gu;
+const VARIATION_SELECTORS = /[\u{FE00}-\u{FE0F}\u{E0100}-\u{E01EF}]/gu;
 
 /**
  * The distinct indexable words of a text (SPEC §5a): NFKC, lower case (locale-independent),
@@ -17,7 +19,7 @@ const WORD = /[\p{L}\p{M}\p{Nd}]+/gu;
  */
 export function searchWords(text: string): string[] {
   const words = new Set<string>();
-  for (const [run] of text.normalize('NFKC').toLowerCase().matchAll(WORD)) {
+  for (const [run] of text.normalize('NFKC').toLowerCase().replace(VARIATION_SELECTORS, ' ').matchAll(WORD)) {
     // Split the run where it switches between paired and spaced scripts.
     let segment: string[] = [];
     let paired: boolean | undefined;

@@ -173,6 +173,9 @@ export async function updateMessageContent(
        INSERT INTO message_search_state (message_id, master_key_fingerprint)
        SELECT id, $7 FROM m WHERE $7::text IS NOT NULL
        ON CONFLICT (message_id) DO UPDATE SET master_key_fingerprint = EXCLUDED.master_key_fingerprint
+     ), unindexed AS (
+       -- search off: the message is no longer indexed at all, so a later reindex picks it up
+       DELETE FROM message_search_state WHERE $7::text IS NULL AND message_id IN (SELECT id FROM m)
      )
      SELECT id FROM m`,
     [id, sealed.ciphertext, sealed.nonce, sealed.tag, sealed.keyVersion, search?.tokens ?? [], search?.fingerprint ?? null],
@@ -271,9 +274,17 @@ export async function checkBatch(
   return rows;
 }
 
-/** Locks one message row: later statements of the transaction see every write committed before. */
+/**
+ * Locks a message and, first, its conversation — the order sends lock in (conversation, then
+ * message rows, then key rows), so edits, deletes and sends never deadlock. Later statements of
+ * the transaction see every write committed before. NO KEY UPDATE leaves replies to it free.
+ */
 export async function lockMessage(db: Queryable, id: string): Promise<void> {
-  await db.query('SELECT id FROM messages WHERE id = $1 FOR UPDATE', [id]);
+  await db.query(
+    `SELECT c.id FROM conversations c WHERE c.id = (SELECT conversation_id FROM messages WHERE id = $1) FOR UPDATE`,
+    [id],
+  );
+  await db.query('SELECT id FROM messages WHERE id = $1 FOR NO KEY UPDATE', [id]);
 }
 
 export interface BatchMessage extends NewMessage {
@@ -389,7 +400,7 @@ export interface Reencrypted {
 export async function replaceCiphertexts(db: Queryable, items: Reencrypted[]): Promise<string[]> {
   if (items.length === 0) return [];
   const ids = items.map((i) => i.id);
-  await db.query('SELECT id FROM messages WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE', [ids]);
+  await db.query('SELECT id FROM messages WHERE id = ANY($1::uuid[]) ORDER BY id FOR NO KEY UPDATE', [ids]);
   const { rows } = await db.query<{ id: string }>(
     `WITH v AS (
        SELECT * FROM unnest($1::uuid[], $2::bytea[], $3::bytea[], $4::bytea[], $5::bytea[], $6::int[])

@@ -1,6 +1,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type pg from 'pg';
+import { withClient } from './transaction.js';
 
 export const MIGRATIONS_DIR = fileURLToPath(new URL('../../migrations/', import.meta.url));
 
@@ -44,8 +45,7 @@ export function loadMigrations(dir = MIGRATIONS_DIR): Migration[] {
 }
 
 async function withLock<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
-  const client = await pool.connect();
-  try {
+  return withClient(pool, async (client) => {
     await client.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK_ID]);
     try {
       await client.query(`CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -54,9 +54,7 @@ async function withLock<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise
     } finally {
       await client.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK_ID]);
     }
-  } finally {
-    client.release();
-  }
+  });
 }
 
 async function appliedVersions(client: pg.PoolClient): Promise<Map<number, Date>> {

@@ -45,7 +45,7 @@ export interface RouterOptions {
   authenticate(authorization: string): AuthUser;
   logger: Logger;
   /** Called once per answered request (metrics). */
-  observe?(route: string, method: string, status: number, seconds: number): void;
+  observe?(route: string, method: string, status: number, seconds: number, requestId: string): void;
   inFlight?: InFlight;
   onUnavailable?: () => void;
 }
@@ -79,7 +79,7 @@ function write(res: HttpResponse, state: Incoming, reply: Reply, options: Router
     for (const [name, value] of Object.entries(reply.headers ?? {})) res.writeHeader(name, value);
     res.end(payload);
   });
-  options.observe?.(state.route, state.method.toUpperCase(), reply.status, (performance.now() - state.started) / 1000);
+  options.observe?.(state.route, state.method.toUpperCase(), reply.status, (performance.now() - state.started) / 1000, state.requestId);
 }
 
 /** Maps any error to an answer; `onUnavailable` counts answers given because Postgres was unreachable. */
@@ -94,7 +94,10 @@ export function errorReply(err: unknown, logger: Logger, requestId: string, onUn
     return { status: 400, body: { error: { code: 'invalid_request', message: 'a text field contains characters that cannot be stored (e.g. NUL)' } } };
   }
   // Connection-level failures of Postgres or Redis: the dependency is down, not our bug.
-  if (typeof code === 'string' && /^(ECONNREFUSED|ECONNRESET|ETIMEDOUT|57P0[123]|08\d{3}|53300)$/.test(code)) {
+  const message = (err as Error)?.message ?? '';
+  // pg's own connection errors carry no code, only a message.
+  const connectionLost = /Connection terminated|connection error|timeout exceeded when trying to connect|Connection ended/i.test(message);
+  if (connectionLost || (typeof code === 'string' && /^(ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|57P0[123]|08\d{3}|53300)$/.test(code))) {
     logger.warn({ requestId, code }, 'dependency unavailable');
     onUnavailable?.();
     return { status: 503, body: { error: { code: 'unavailable', message: 'a backing service is unavailable, retry later' } }, headers: { 'retry-after': '1' } };

@@ -12,7 +12,7 @@ import {
   type Reencrypted,
 } from '../db/messages.js';
 import type { SearchKeys } from '../keys/search-keys.js';
-import { withTransaction } from '../db/transaction.js';
+import { withClient, withTransaction } from '../db/transaction.js';
 import type { KeyRef } from '../keys/conversation-keys.js';
 import type { KeyVersions } from '../keys/key-versions.js';
 import type { MasterKeyring } from '../keys/keyring.js';
@@ -97,17 +97,14 @@ export class KeyJobs {
         last = order === 'm.id' ? tail.id : tail.seq;
       }
     }
-    const client = await this.#o.pool.connect();
-    try {
+    await withClient(this.#o.pool, async (client) => {
       const cursor = client.query(new Cursor<MessageRow>(`SELECT ${STREAM_COLUMNS} ${from} WHERE ${where} ORDER BY ${order}`, params));
       try {
         for (let rows = await cursor.read(this.#batch); rows.length > 0; rows = await cursor.read(this.#batch)) await fn(rows);
       } finally {
         await cursor.close();
       }
-    } finally {
-      client.release();
-    }
+    });
   }
 
   async #count(where: string, params: unknown[]): Promise<number> {

@@ -191,7 +191,7 @@ export class MessageService {
         if (version === undefined) return undefined;
         const page = rows.slice(0, limit);
         if (cursor.kind !== 'after') page.reverse();
-        return { version, rows: await this.#decrypt(page), hasMore: rows.length > limit };
+        return { version, rows: await this.#decrypt(page, requestId), hasMore: rows.length > limit };
       });
     const cached = this.#o.history.peek(key);
     // Cold: read state and page together; warm: check the version first, reload only if stale.
@@ -247,7 +247,7 @@ export class MessageService {
    * Decrypts rows in one batch. A row whose tag fails (or whose key is gone) comes back with
    * content null and integrityError; it is counted and logged with ids only.
    */
-  async #decrypt(rows: MessageRow[]): Promise<DecryptedRow[]> {
+  async #decrypt(rows: MessageRow[], requestId: string | null): Promise<DecryptedRow[]> {
     const jobs: OpenJob<KeyRef>[] = [];
     const jobIndex: number[] = [];
     rows.forEach((r, i) => {
@@ -272,7 +272,7 @@ export class MessageService {
       if (!plain) {
         this.#o.counters.integrityErrors.inc();
         this.#o.logger.warn(
-          { messageId: r.id, conversationId: r.conversation_id, keyVersion: r.key_version, keyFingerprint: r.master_key_fingerprint },
+          { requestId, messageId: r.id, conversationId: r.conversation_id, keyVersion: r.key_version, keyFingerprint: r.master_key_fingerprint },
           'message failed integrity check',
         );
         return { row, content: null, integrityError: true };
@@ -309,7 +309,7 @@ export class MessageService {
     purpose: AuditPurpose,
     requestId: string | null,
   ): Promise<Message[]> {
-    return this.#present(viewerId, await this.#decrypt(rows), statusOf, purpose, requestId);
+    return this.#present(viewerId, await this.#decrypt(rows, requestId), statusOf, purpose, requestId);
   }
 
   async #lastMessages(viewerId: string, rows: ConversationRow[], members: Map<string, MemberRow[]>, requestId: string): Promise<Map<string, Message>> {

@@ -36,9 +36,11 @@ export class SearchService {
   }
 
   #decodeCursor(cursor: string): { createdUs: number; id: string } {
-    const [body = '', mac = ''] = cursor.split('.');
+    const parts = /^([A-Za-z0-9_-]{1,200})\.([A-Za-z0-9_-]{1,100})$/.exec(cursor);
+    const [body = '', mac = ''] = parts ? [parts[1], parts[2]] : [];
     const payload = Buffer.from(body, 'base64url').toString('utf8');
-    const match = /^(\d{1,20}):([0-9a-f-]{36})$/.exec(payload);
+    // Exactly the encoding the server issues (the decoder alone would forgive stray characters).
+    const match = Buffer.from(payload).toString('base64url') === body ? /^(\d{1,20}):([0-9a-f-]{36})$/.exec(payload) : null;
     const expected = Buffer.from(this.#sign(payload));
     const given = Buffer.from(mac);
     if (!match || given.length !== expected.length || !timingSafeEqual(given, expected)) {

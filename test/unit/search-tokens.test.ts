@@ -59,3 +59,9 @@ describe('blind-index tokens', () => {
     expect(token.equals(searchToken(deriveSearchKey(master, 'f47ac10b-58cc-4372-a567-0e02b2c3d479'), 'hello'))).toBe(false);
   });
 });
+
+describe('searchWords around emoji modifiers', () => {
+  it('a variation selector or keycap after an emoji does not glue onto the next word', () => {
+    expect(sorted('I ❤️love you ☀️sunny 1️⃣ first')).toEqual(['first', 'love', 'sunny', 'you'].sort());
+  });
+});
