@@ -41,6 +41,8 @@ export interface Config {
   keyRotationMaxAgeS: number;
   historyCacheBytes: number;
   historyCacheTtlMs: number;
+  /** Serve GET /api/v1/messages/{id}/at-rest for the web client's "at rest" panel; never in production. */
+  atRestPanel: boolean;
   production: boolean;
   logLevel: string;
 }
@@ -122,6 +124,8 @@ export function loadConfig(env: Env = process.env): Config {
     .map((s) => s.trim())
     .filter((s) => s !== '')
     .map((s, i) => parseKey(`ENCRYPTION_OLD_MASTER_KEYS[${i}]`, s));
+  const atRestPanel = boolVar(env, 'SOTALK_AT_REST_PANEL', false);
+  if (atRestPanel && production) throw new ConfigError('SOTALK_AT_REST_PANEL', 'must not be enabled when NODE_ENV=production');
   const secret = env.AUTH_TOKEN_SECRET;
   if (secret !== undefined && secret !== '' && Buffer.byteLength(secret) < 32) {
     throw new ConfigError('AUTH_TOKEN_SECRET', 'must be at least 32 bytes long');
@@ -150,6 +154,7 @@ export function loadConfig(env: Env = process.env): Config {
     keyRotationMaxAgeS: intVar(env, 'KEY_ROTATION_MAX_AGE_S', 90 * 86400, 0, 100 * 365 * 86400),
     historyCacheBytes: intVar(env, 'HISTORY_CACHE_BYTES', 64 * 1024 * 1024, 0, 64 * 1024 * 1024 * 1024),
     historyCacheTtlMs: intVar(env, 'HISTORY_CACHE_TTL_MS', 2000, 0, 3_600_000),
+    atRestPanel,
     production,
     logLevel: env.LOG_LEVEL?.trim() || 'info',
   };

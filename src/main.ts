@@ -1,14 +1,17 @@
+import { fileURLToPath } from 'node:url';
 import type { Config } from './config.js';
 import { MessageCipher } from './cipher/message-cipher.js';
 import { deriveAuthTokenSecret } from './crypto/kdf.js';
 import { openDatabase } from './db/database.js';
 import { migrateUp } from './db/migrations.js';
+import { atRestRoutes } from './http/at-rest-routes.js';
 import { authRoutes } from './http/auth-routes.js';
 import { conversationRoutes } from './http/conversations-routes.js';
 import { messageRoutes } from './http/messages-routes.js';
 import { opsRoutes } from './http/ops-routes.js';
 import { InFlight } from './http/in-flight.js';
 import { mountNotFound, mountRoutes, type Route, type RouterOptions } from './http/router.js';
+import { loadStaticFiles } from './http/static-files.js';
 import { userRoutes } from './http/users-routes.js';
 import { searchRoutes } from './http/search-routes.js';
 import { SearchService } from './services/search.js';
@@ -134,10 +137,13 @@ export async function startServer(config: Config, deps: ServerDeps = {}): Promis
     ...userRoutes(users),
     ...conversationRoutes(conversations),
     ...messageRoutes(messages),
+    // A demonstration aid for the web client; loadConfig refuses the flag in production.
+    ...(config.atRestPanel ? atRestRoutes(db.pool) : []),
     ...(searchKeys
       ? searchRoutes(new SearchService({ pool: db.pool, keys: searchKeys, conversations, messages, cursorSecret: tokenSecret }))
       : []),
   ];
+  if (config.atRestPanel) logger.warn('SOTALK_AT_REST_PANEL is on: members can read stored nonces and ciphertext previews (never enable in production)');
   const routerOptions: RouterOptions = {
     maxBodyBytes: bodyLimit(config),
     authenticate: auth.authenticate,
@@ -169,7 +175,7 @@ export async function startServer(config: Config, deps: ServerDeps = {}): Promis
   });
   sockets.mount(app);
   mountRoutes(app, routes, routerOptions);
-  mountNotFound(app, routerOptions);
+  mountNotFound(app, routerOptions, loadStaticFiles(fileURLToPath(new URL('../web', import.meta.url))));
 
   const listenSocket = await new Promise<uWS.us_listen_socket>((resolve, reject) => {
     app.listen(config.host, config.port, (socket) => (socket ? resolve(socket) : reject(new Error(`cannot listen on ${config.host}:${config.port}`))));

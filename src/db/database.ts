@@ -1,4 +1,4 @@
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
 
@@ -35,11 +35,40 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
   return openEmbedded(options.dataDir);
 }
 
+function processAlive(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  try {
+    return process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+}
+
+/** One process per embedded database: a second one would corrupt it. Returns the unlock function. */
+function lockDataDir(dataDir: string): () => void {
+  const file = join(dataDir, 'pgdata.lock');
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      writeFileSync(file, String(process.pid), { flag: 'wx' });
+      return () => rmSync(file, { force: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      const pid = Number(readFileSync(file, 'utf8'));
+      if (pid !== process.pid && processAlive(pid)) {
+        throw new Error(`the embedded database in ${dataDir} is in use by process ${pid}; stop it or set SOTALK_DATA_DIR`, { cause: err });
+      }
+      rmSync(file, { force: true }); // left by a process that died
+    }
+  }
+  throw new Error(`cannot lock the embedded database in ${dataDir}`);
+}
+
 async function openEmbedded(dataDir: string): Promise<Database> {
   const { PGlite } = await import('@electric-sql/pglite');
   const { PGLiteSocketServer } = await import('@electric-sql/pglite-socket');
   const dir = join(dataDir, 'pgdata');
   mkdirSync(dir, { recursive: true });
+  const unlock = lockDataDir(dataDir);
   const db = await PGlite.create(dir);
   const server = new PGLiteSocketServer({ db, host: '127.0.0.1', port: 0 });
   await server.start();
@@ -54,6 +83,7 @@ async function openEmbedded(dataDir: string): Promise<Database> {
       await pool.end();
       await server.stop();
       await db.close();
+      unlock();
     },
   };
 }

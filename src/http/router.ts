@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { ApiError, invalid } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { InFlight } from './in-flight.js';
+import { serveStatic, writeStaticReply, type StaticFiles } from './static-files.js';
 import type { HttpRequest, HttpResponse, TemplatedApp } from './uws.js';
 
 export type Method = 'get' | 'post' | 'patch' | 'delete';
@@ -221,11 +222,20 @@ function authenticateHeader(header: string, options: RouterOptions): AuthUser {
   return options.authenticate(match[1]!);
 }
 
-/** Any path no route claims: 404 in the API's error shape. */
-export function mountNotFound(app: TemplatedApp, options: RouterOptions): void {
+/** Any path no route claims: a file of the web client for a GET, else 404 in the API's error shape. */
+export function mountNotFound(app: TemplatedApp, options: RouterOptions, webFiles?: StaticFiles): void {
   app.any('/*', (res, req) => {
     const givenId = req.getHeader('x-request-id');
     const requestId = REQUEST_ID.test(givenId) ? givenId : randomUUID();
+    if (webFiles && req.getMethod() === 'get') {
+      const started = performance.now();
+      const file = serveStatic(webFiles, req.getUrl(), req.getHeader('if-none-match'));
+      if (file) {
+        writeStaticReply(res, file, requestId);
+        options.observe?.('static', 'GET', file.status, (performance.now() - started) / 1000, requestId);
+        return;
+      }
+    }
     const state: Incoming = { aborted: false, started: performance.now(), requestId, route: 'unmatched', method: 'get' };
     res.onAborted(() => {
       state.aborted = true;

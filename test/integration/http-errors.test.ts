@@ -284,7 +284,9 @@ describe('path parameters', () => {
 
 describe('unknown routes and error shapes', () => {
   it.each([
-    ['GET', '/'],
+    // GET / is the web client (test/e2e/web-server.test.ts); other methods and unknown files are 404s.
+    ['POST', '/'],
+    ['GET', '/no-such-page.html'],
     ['GET', '/api/v1'],
     ['GET', '/api/v1/nope'],
     ['POST', '/api/v1/nope'],
