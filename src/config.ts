@@ -41,6 +41,9 @@ export interface Config {
   keyRotationMaxAgeS: number;
   historyCacheBytes: number;
   historyCacheTtlMs: number;
+  /** Group commit: most messages per flush, and flushes running at once (each holds a connection). */
+  sendBatchMax: number;
+  sendFlushConcurrency: number;
   /** Serve GET /api/v1/messages/{id}/at-rest for the web client's "at rest" panel; never in production. */
   atRestPanel: boolean;
   production: boolean;
@@ -154,6 +157,8 @@ export function loadConfig(env: Env = process.env): Config {
     keyRotationMaxAgeS: intVar(env, 'KEY_ROTATION_MAX_AGE_S', 90 * 86400, 0, 100 * 365 * 86400),
     historyCacheBytes: intVar(env, 'HISTORY_CACHE_BYTES', 64 * 1024 * 1024, 0, 64 * 1024 * 1024 * 1024),
     historyCacheTtlMs: intVar(env, 'HISTORY_CACHE_TTL_MS', 2000, 0, 3_600_000),
+    sendBatchMax: intVar(env, 'SEND_BATCH_MAX', 256, 1, 10_000),
+    sendFlushConcurrency: intVar(env, 'SEND_FLUSH_CONCURRENCY', 4, 1, 64),
     atRestPanel,
     production,
     logLevel: env.LOG_LEVEL?.trim() || 'info',

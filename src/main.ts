@@ -113,7 +113,8 @@ export async function startServer(config: Config, deps: ServerDeps = {}): Promis
   const batcher = new SendBatcher({
     pool: db.pool,
     logger,
-    maxInFlight: db.embedded ? 1 : 4,
+    maxBatch: config.sendBatchMax,
+    maxInFlight: db.embedded ? 1 : config.sendFlushConcurrency,
     retireKeyVersion: keys.retireIfFull,
     onKeysRetired: (ids) => ids.forEach((id) => conversations.forgetKeyVersion(id)),
   });

@@ -52,6 +52,8 @@ export class SendBatcher {
   readonly #onRetired: SendBatcherOptions['onKeysRetired'];
   #pending: Pending[] = [];
   #inFlight = 0;
+  /** Conversations a running flush holds. */
+  readonly #busy = new Set<string>();
   #scheduled = false;
   #idle: (() => void)[] = [];
 
@@ -87,11 +89,30 @@ export class SendBatcher {
     }
   }
 
+  /**
+   * Starts flushes while slots are free. A flush takes only conversations no running flush holds:
+   * two flushes on one conversation would just queue on its row lock, and this keeps each
+   * conversation's messages in arrival order across flushes.
+   */
   #start(): void {
     while (this.#inFlight < this.#maxInFlight && this.#pending.length > 0) {
-      const batch = this.#pending.splice(0, this.#maxBatch);
+      const batch: Pending[] = [];
+      const rest: Pending[] = [];
+      const taken = new Set<string>();
+      for (const p of this.#pending) {
+        const id = p.message.conversationId;
+        if (this.#busy.has(id) || (batch.length >= this.#maxBatch && !taken.has(id))) rest.push(p);
+        else if (batch.length < this.#maxBatch) {
+          batch.push(p);
+          taken.add(id);
+        } else rest.push(p);
+      }
+      if (batch.length === 0) return; // everything waits for a running flush
+      this.#pending = rest;
+      for (const id of taken) this.#busy.add(id);
       this.#inFlight++;
       void this.#flush(batch).finally(() => {
+        for (const id of taken) this.#busy.delete(id);
         this.#inFlight--;
         if (this.#pending.length > 0) this.#schedule();
         else if (this.#inFlight === 0) for (const done of this.#idle.splice(0)) done();
