@@ -143,7 +143,8 @@ export function loadConfig(env: Env = process.env): Config {
     authTokenSecret: secret ? Buffer.from(secret) : undefined,
     authTokenTtlS: intVar(env, 'AUTH_TOKEN_TTL_S', 86400, 1, 365 * 86400),
     cryptoPoolSize: intVar(env, 'CRYPTO_POOL_SIZE', Math.max(1, availableParallelism() - 1), 0, 256),
-    cryptoInlineMax: intVar(env, 'CRYPTO_INLINE_MAX', 64, 0, 1_000_000),
+    // 16 from `npm run bench:pool` on the 2-core reference machine (BENCHMARKS.md).
+    cryptoInlineMax: intVar(env, 'CRYPTO_INLINE_MAX', 16, 0, 1_000_000),
     maxMessageBytes,
     wsMaxFrameBytes: intVar(env, 'WS_MAX_FRAME_BYTES', 4 * maxMessageBytes, 1024, 256 * 1024 * 1024),
     wsMaxBufferedBytes: intVar(env, 'WS_MAX_BUFFERED_BYTES', 4 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
