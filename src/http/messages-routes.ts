@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { invalid } from '../errors.js';
 import type { PageCursor } from '../db/messages.js';
-import { CONTENT_TYPES, type MessageService } from '../services/messages.js';
+import { CONTENT_TYPES, type MessageService, type SendInput } from '../services/messages.js';
 import type { RequestContext, Route } from './router.js';
 import { NO_NUL, NO_NUL_MESSAGE, intQuery, parseInput, uuid, uuidParam, uuidQuery } from './validation.js';
 
@@ -18,13 +18,29 @@ export const sendFields = {
   signature: z.string().max(256).regex(NO_NUL, NO_NUL_MESSAGE).nullish(),
 };
 
-export const sendBody = z
-  .object({ conversation_id: uuid.optional(), recipient_id: uuid.optional(), ...sendFields })
-  .superRefine((v, ctx) => {
-    if (!v.conversation_id === !v.recipient_id) {
-      ctx.addIssue({ code: 'custom', path: ['conversation_id'], message: 'give exactly one of conversation_id and recipient_id' });
-    }
-  });
+/** Where a send goes: exactly one of a conversation or a recipient (HTTP body and socket frame alike). */
+export const sendTarget = { conversation_id: uuid.optional(), recipient_id: uuid.optional() };
+
+export function exactlyOneTarget(v: { conversation_id?: string | undefined; recipient_id?: string | undefined }, ctx: z.RefinementCtx): void {
+  if (!v.conversation_id === !v.recipient_id) {
+    ctx.addIssue({ code: 'custom', path: ['conversation_id'], message: 'give exactly one of conversation_id and recipient_id' });
+  }
+}
+
+export const sendBody = z.object({ ...sendTarget, ...sendFields }).superRefine(exactlyOneTarget);
+
+/** A validated send (HTTP body or socket frame) as the message service takes it. */
+export function toSendInput(v: z.output<typeof sendBody>): SendInput {
+  return {
+    conversationId: v.conversation_id,
+    recipientId: v.recipient_id,
+    content: v.content,
+    contentType: v.content_type,
+    replyToId: v.reply_to_id ?? null,
+    clientMessageId: v.client_message_id ?? null,
+    signature: v.signature ?? null,
+  };
+}
 
 const editBody = z.object({ content: sendFields.content });
 
@@ -48,18 +64,7 @@ export function messageRoutes(messages: MessageService): Route[] {
       path: '/api/v1/messages',
       auth: true,
       async handle(ctx) {
-        const input = parseInput(sendBody, ctx.body);
-        const { message, created } = await messages.send(
-          ctx.user.id,
-          {
-            conversationId: input.conversation_id,
-            recipientId: input.recipient_id,
-            content: input.content,
-            contentType: input.content_type,
-            replyToId: input.reply_to_id ?? null,
-            clientMessageId: input.client_message_id ?? null,
-            signature: input.signature ?? null,
-          });
+        const { message, created } = await messages.send(ctx.user.id, toSendInput(parseInput(sendBody, ctx.body)));
         return { status: created ? 201 : 200, body: { message } };
       },
     },

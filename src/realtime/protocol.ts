@@ -1,7 +1,7 @@
 import { Packr } from 'msgpackr';
 import { z } from 'zod';
 import { invalid } from '../errors.js';
-import { sendFields } from '../http/messages-routes.js';
+import { exactlyOneTarget, sendFields, sendTarget } from '../http/messages-routes.js';
 import { uuid } from '../http/validation.js';
 
 export const MSGPACK_PROTOCOL = 'sotalk.msgpack.v1';
@@ -14,13 +14,7 @@ const seqFrame = { conversation_id: uuid, seq: z.number().int().min(0).max(Numbe
 
 /** Client → server frames (SPEC §6), validated before any service sees them. */
 export const clientFrame = z.discriminatedUnion('type', [
-  z
-    .object({ type: z.literal('send'), request_id: requestId, conversation_id: uuid.optional(), recipient_id: uuid.optional(), ...sendFields })
-    .superRefine((v, ctx) => {
-      if (!v.conversation_id === !v.recipient_id) {
-        ctx.addIssue({ code: 'custom', path: ['conversation_id'], message: 'give exactly one of conversation_id and recipient_id' });
-      }
-    }),
+  z.object({ type: z.literal('send'), request_id: requestId, ...sendTarget, ...sendFields }).superRefine(exactlyOneTarget),
   z.object({ type: z.literal('received'), request_id: requestId, ...seqFrame }),
   z.object({ type: z.literal('read'), request_id: requestId, ...seqFrame }),
   z.object({ type: z.literal('typing'), request_id: requestId, conversation_id: uuid }),

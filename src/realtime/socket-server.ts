@@ -9,6 +9,7 @@ import type { ConversationService } from '../services/conversations.js';
 import type { MessageService } from '../services/messages.js';
 import type { Limit, RateLimiter } from '../services/rate-limiter.js';
 import { parseInput } from '../http/validation.js';
+import { toSendInput } from '../http/messages-routes.js';
 import type { EventBus } from './fanout.js';
 import { userTopic, type SocketHub } from './hub.js';
 import { MSGPACK_PROTOCOL, clientFrame, decodeFrame, packr, requestIdOf, type ClientFrame } from './protocol.js';
@@ -130,15 +131,7 @@ export class SocketServer {
         this.#reply(ws, data, frame.request_id === undefined ? { type: 'pong' } : { type: 'pong', request_id: frame.request_id });
         return;
       case 'send': {
-        const { message } = await o.messages.send(data.userId, {
-          conversationId: frame.conversation_id,
-          recipientId: frame.recipient_id,
-          content: frame.content,
-          contentType: frame.content_type,
-          replyToId: frame.reply_to_id ?? null,
-          clientMessageId: frame.client_message_id ?? null,
-          signature: frame.signature ?? null,
-        });
+        const { message } = await o.messages.send(data.userId, toSendInput(frame));
         this.#reply(ws, data, { type: 'ack', request_id: frame.request_id ?? null, message });
         return;
       }
