@@ -4,7 +4,7 @@
 // rows, fingerprints still needed), export (NDJSON, audited) and rotate-conversation.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createDecipheriv, hkdfSync } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -13,26 +13,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
 import { apiClient, type ApiClient } from '../helpers/http.js';
 import { signIn, startTestServer, type SignedInUser, type TestServer } from '../helpers/server.js';
+import { FP_A, FP_B, KEY_A_B64, KEY_B_B64, ON_A, ON_B_WITH_A, ONLY_B, holdMessageLock, inParallel, lockWaiters, waitFor, type Keys } from '../helpers/jobs.js';
 
 // ---------------------------------------------------------------- keys and hand-made crypto (SPEC §3)
 
-const VECTORS = JSON.parse(readFileSync(new URL('../fixtures/crypto-vectors.json', import.meta.url), 'utf8'));
-const KEY_A_B64: string = VECTORS.fingerprints[0].master_key_b64;
-const KEY_B_B64: string = VECTORS.fingerprints[1].master_key_b64;
-const FP_A: string = VECTORS.fingerprints[0].fingerprint;
-const FP_B: string = VECTORS.fingerprints[1].fingerprint;
 const MASTER_BY_FP = new Map([
   [FP_A, Buffer.from(KEY_A_B64, 'base64')],
   [FP_B, Buffer.from(KEY_B_B64, 'base64')],
 ]);
-
-interface Keys {
-  ENCRYPTION_MASTER_KEY: string;
-  ENCRYPTION_OLD_MASTER_KEYS: string;
-}
-const ON_A: Keys = { ENCRYPTION_MASTER_KEY: KEY_A_B64, ENCRYPTION_OLD_MASTER_KEYS: '' };
-const ON_B_WITH_A: Keys = { ENCRYPTION_MASTER_KEY: KEY_B_B64, ENCRYPTION_OLD_MASTER_KEYS: KEY_A_B64 };
-const ONLY_B: Keys = { ENCRYPTION_MASTER_KEY: KEY_B_B64, ENCRYPTION_OLD_MASTER_KEYS: '' };
 /** Tokens must survive a restart with another master key (the default secret derives from it). */
 const COMMON = { AUTH_TOKEN_SECRET: 'key-lifecycle-tests-token-secret-0123456789abcdef', RATE_LIMIT_SEND_PER_MIN: '0' };
 
@@ -192,18 +180,6 @@ async function group(owner: ApiClient, members: SignedInUser[], title = 'keys'):
   return res.body.conversation.id;
 }
 
-async function inParallel<T>(items: T[], concurrency: number, fn: (item: T, index: number) => Promise<void>): Promise<void> {
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: Math.min(concurrency, items.length) }, async () => {
-      while (next < items.length) {
-        const i = next++;
-        await fn(items[i]!, i);
-      }
-    }),
-  );
-}
-
 interface Seeded {
   users: SignedInUser[];
   conversations: string[];
@@ -227,37 +203,6 @@ async function seed(s: TestServer, conversations: number, perConversation: numbe
   return { users, conversations: ids, messages };
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs: number, abort?: () => string | undefined): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (await check()) return;
-    const why = abort?.();
-    if (why) throw new Error(`while waiting for ${what}: ${why}`);
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(25);
-  }
-}
-
-/** Holds a row lock on one message in its own transaction, so a job that needs that row waits. */
-async function lockMessage(db: TestDatabase, id: string): Promise<{ release(): Promise<void> }> {
-  const client = new pg.Client({ connectionString: db.url });
-  await client.connect();
-  await client.query('BEGIN');
-  await client.query('SELECT id FROM messages WHERE id = $1 FOR UPDATE', [id]);
-  return {
-    async release() {
-      await client.query('ROLLBACK');
-      await client.end();
-    },
-  };
-}
-
-async function lockWaiters(pool: pg.Pool, db: TestDatabase): Promise<number> {
-  const { rows } = await pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'`, [db.name]);
-  return rows[0]!.n;
-}
 
 async function idAtRank(pool: pg.Pool, rank: number): Promise<string> {
   const { rows } = await pool.query<{ id: string }>('SELECT id FROM messages ORDER BY id OFFSET $1 LIMIT 1', [rank]);
@@ -293,7 +238,7 @@ describe('rotate-master over 3000 messages: SIGKILL part way, resume, then drop 
     expect(await countByFingerprint(s.pool)).toEqual({ [FP_A]: TOTAL });
     // The job works in batches of 500 ordered by id. Holding a lock on a row of the second batch
     // makes it stop there with exactly one batch committed, so the kill lands part way for sure.
-    const lock = await lockMessage(db, await idAtRank(s.pool, 700));
+    const lock = await holdMessageLock(db, await idAtRank(s.pool, 700));
     const job = startCli(db, ON_B_WITH_A, ['rotate-master']);
     let exited: CliResult | undefined;
     void job.done.then((r) => (exited = r));
@@ -404,7 +349,7 @@ describe('rotate-master while messages are edited and deleted through the API', 
     };
 
     // Batches of 500 by id: batch 1 = ranks 0..499, batch 2 = 500..999 (held at rank 750), batch 3 = 1000..1499.
-    const lock = await lockMessage(db, ranked[750]!);
+    const lock = await holdMessageLock(db, ranked[750]!);
     const job = startCli(db, ON_B_WITH_A, ['rotate-master']);
     let exited: CliResult | undefined;
     void job.done.then((r) => (exited = r));

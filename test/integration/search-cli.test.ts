@@ -5,7 +5,7 @@
 // The CLI runs as real child processes (`node bin/sotalk.js ...`) against a test database.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHmac, hkdfSync } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -16,22 +16,10 @@ import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
 import type { ApiResponse } from '../helpers/http.js';
 import { apiClient } from '../helpers/http.js';
 import { signIn, startTestServer, type SignedInUser, type TestServer } from '../helpers/server.js';
+import { FP_A, FP_B, KEY_A_B64, KEY_B_B64, ON_A, ON_B_WITH_A, ONLY_B, holdMessageLock, inParallel, lockWaiters, waitFor, type Keys } from '../helpers/jobs.js';
 
 // ---------------------------------------------------------------- keys
 
-const VECTORS = JSON.parse(readFileSync(new URL('../fixtures/crypto-vectors.json', import.meta.url), 'utf8'));
-const KEY_A_B64: string = VECTORS.fingerprints[0].master_key_b64;
-const KEY_B_B64: string = VECTORS.fingerprints[1].master_key_b64;
-const FP_A: string = VECTORS.fingerprints[0].fingerprint;
-const FP_B: string = VECTORS.fingerprints[1].fingerprint;
-
-interface Keys {
-  ENCRYPTION_MASTER_KEY: string;
-  ENCRYPTION_OLD_MASTER_KEYS: string;
-}
-const ON_A: Keys = { ENCRYPTION_MASTER_KEY: KEY_A_B64, ENCRYPTION_OLD_MASTER_KEYS: '' };
-const ON_B_WITH_A: Keys = { ENCRYPTION_MASTER_KEY: KEY_B_B64, ENCRYPTION_OLD_MASTER_KEYS: KEY_A_B64 };
-const ONLY_B: Keys = { ENCRYPTION_MASTER_KEY: KEY_B_B64, ENCRYPTION_OLD_MASTER_KEYS: '' };
 /** Tokens must survive restarts with other master keys (the default secret derives from the key). */
 const COMMON = { AUTH_TOKEN_SECRET: 'search-cli-tests-token-secret-0123456789abcdef', RATE_LIMIT_SEND_PER_MIN: '0' };
 const OFF = { SEARCH_ENABLED: 'false' };
@@ -109,18 +97,6 @@ async function sendAs(s: TestServer, u: SignedInUser, conversationId: string, co
   return res.body.message;
 }
 
-async function inParallel<T>(items: T[], concurrency: number, fn: (item: T, index: number) => Promise<void>): Promise<void> {
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: Math.min(concurrency, items.length) }, async () => {
-      while (next < items.length) {
-        const i = next++;
-        await fn(items[i]!, i);
-      }
-    }),
-  );
-}
-
 function searchOn(s: TestServer, u: SignedInUser, q: string, params: Record<string, string | number | undefined> = {}): Promise<ApiResponse> {
   let path = `/api/v1/search?q=${encodeURIComponent(q)}`;
   for (const [k, v] of Object.entries(params)) if (v !== undefined) path += `&${k}=${encodeURIComponent(String(v))}`;
@@ -184,36 +160,6 @@ async function expectTokensUnder(pool: pg.Pool, live: Map<string, Live>, masterB
   expect(wrong, 'messages whose tokens are not the hand-computed ones').toEqual([]);
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs: number, abort?: () => string | undefined): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (await check()) return;
-    const why = abort?.();
-    if (why) throw new Error(`while waiting for ${what}: ${why}`);
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(25);
-  }
-}
-
-/** Holds a row lock on one message in its own transaction (a job writing its tokens waits on the foreign key). */
-async function lockMessage(db: TestDatabase, id: string): Promise<{ release(): Promise<void> }> {
-  const client = new pg.Client({ connectionString: db.url });
-  await client.connect();
-  await client.query('BEGIN');
-  await client.query('SELECT id FROM messages WHERE id = $1 FOR UPDATE', [id]);
-  return {
-    async release() {
-      await client.query('ROLLBACK');
-      await client.end();
-    },
-  };
-}
-
-async function lockWaiters(pool: pg.Pool, db: TestDatabase): Promise<number> {
-  return count(pool, `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'`, [db.name]);
-}
 
 // ---------------------------------------------------------------- SEARCH_ENABLED=false, then reindex
 
@@ -278,7 +224,7 @@ describe('SEARCH_ENABLED=false, then sotalk reindex', () => {
     const bigLive = [...live].filter(([, m]) => m.conversationId === c2).map(([id]) => id).sort();
     expect(bigLive.length).toBeGreaterThan(500);
     // The job works in batches of 500 ordered by id: a lock on a row of the second batch stops it there.
-    const lock = await lockMessage(db, bigLive[510]!);
+    const lock = await holdMessageLock(db, bigLive[510]!);
     const job = startCli(db, ON_A, ['reindex', '--conversation', c2]);
     let exited: CliResult | undefined;
     void job.done.then((r) => (exited = r));
