@@ -152,3 +152,28 @@ for (const size of [256, 4096, 65536]) {
   await bench.run();
   report(`serialisation (page ${pageJson.length} B JSON / ${pagePack.length} B msgpack)`, bench);
 }
+
+// 5. Search indexing on the send path: tokenising a message and hashing its words (SPEC §5a).
+{
+  const { SearchKeys } = await import('../src/keys/search-keys.js');
+  const { searchWords } = await import('../src/crypto/search-tokens.js');
+  const search = new SearchKeys(keyring);
+  const english = 'The quick brown fox jumps over the lazy dog while the server encrypts every message at rest; '.repeat(3).slice(0, 256);
+  const mixed = 'Grüße aus Köln! Привет, мир. 我爱北京天安门 東京タワー 🎉 party tonight at 8, bring snacks and the good mood '.repeat(2).slice(0, 256);
+  const bench = new Bench({ time, warmupTime: Math.min(200, time) });
+  bench
+    .add('searchWords, 256 B English', () => {
+      searchWords(english);
+    })
+    .add('index tokens, 256 B English (words + HMACs)', () => {
+      search.tokensFor(ref.conversationId, english);
+    })
+    .add('index tokens, 256 B multilingual', () => {
+      search.tokensFor(ref.conversationId, mixed);
+    })
+    .add('query tokens, 2 words × 100 conversations', () => {
+      search.queryTokens(Array.from({ length: 100 }, (_, i) => `0b8f6c2e-3d4a-4c1e-9a57-2f1d6b8e9c${String(i).padStart(2, '0')}`), ['quick', 'fox']);
+    });
+  await bench.run();
+  report('search indexing', bench);
+}

@@ -10,6 +10,7 @@ const PAIRED = /[\p{Script_Extensions=Han}\p{Script_Extensions=Hiragana}\p{Scrip
 // A word: a maximal run of letters, marks and decimal digits. Variation selectors (the mark that
 // turns ❤ into ❤️) end a word like the emoji they belong to, and a run never starts with a mark.
 const WORD = /[\p{L}\p{Nd}][\p{L}\p{M}\p{Nd}]*/gu;
+const SURROGATE = /[\uD800-\uDFFF]/;
 const VARIATION_SELECTORS = /[\u{FE00}-\u{FE0F}\u{E0100}-\u{E01EF}]/gu;
 
 /**
@@ -20,6 +21,12 @@ const VARIATION_SELECTORS = /[\u{FE00}-\u{FE0F}\u{E0100}-\u{E01EF}]/gu;
 export function searchWords(text: string): string[] {
   const words = new Set<string>();
   for (const [run] of text.normalize('NFKC').toLowerCase().replace(VARIATION_SELECTORS, ' ').matchAll(WORD)) {
+    if (!PAIRED.test(run)) {
+      // The common case, no paired script in the run: one word (length in code points).
+      const length = SURROGATE.test(run) ? [...run].length : run.length;
+      if (length >= MIN_WORD && length <= MAX_WORD) words.add(run);
+      continue;
+    }
     // Split the run where it switches between paired and spaced scripts.
     let segment: string[] = [];
     let paired: boolean | undefined;

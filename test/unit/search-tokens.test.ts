@@ -65,3 +65,12 @@ describe('searchWords around emoji modifiers', () => {
     expect(sorted('I ❤️love you ☀️sunny 1️⃣ first')).toEqual(['first', 'love', 'sunny', 'you'].sort());
   });
 });
+
+describe('searchWords counts characters, not UTF-16 units', () => {
+  it('a single astral letter is too short; 64 astral letters are a word, 65 are not', () => {
+    const astral = '𐐀'; // DESERET CAPITAL LETTER LONG I (lower-cases to 𐐨), one code point, two UTF-16 units
+    expect(searchWords(astral)).toEqual([]);
+    expect(searchWords(astral.repeat(64))).toHaveLength(1);
+    expect(searchWords(astral.repeat(65))).toEqual([]);
+  });
+});
