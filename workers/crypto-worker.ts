@@ -2,6 +2,7 @@
 import { workerData } from 'node:worker_threads';
 import { move } from 'piscina';
 import { open, seal } from '../src/crypto/aead.js';
+import { asBuffer as b } from '../src/crypto/batch.js';
 import { NonceSource } from '../src/crypto/nonce.js';
 import { runPackedOpen, runPackedSeal, setRunSeconds, type PackedBatch } from '../src/crypto/packed-batch.js';
 import { ConversationKeyCache, type KeyRef } from '../src/keys/conversation-keys.js';
@@ -14,7 +15,6 @@ if (!first) throw new Error('crypto worker started without master keys');
 const keys = new ConversationKeyCache(new MasterKeyring(first, rest));
 for (const k of masterKeys) k.fill(0);
 const nonces = new NonceSource();
-const b = (u: Uint8Array) => Buffer.from(u.buffer, u.byteOffset, u.byteLength);
 
 /** Runs one packed batch (see src/crypto/packed-batch.ts) and moves the reply buffer back. */
 export default function run(batch: PackedBatch<KeyRef>) {

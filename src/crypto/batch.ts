@@ -23,7 +23,8 @@ export interface OpenJob<K> {
   tag: Uint8Array;
 }
 
-const asBuffer = (u: Uint8Array) => (Buffer.isBuffer(u) ? u : Buffer.from(u.buffer, u.byteOffset, u.byteLength));
+/** A Buffer view of the same bytes (no copy). */
+export const asBuffer = (u: Uint8Array) => (Buffer.isBuffer(u) ? u : Buffer.from(u.buffer, u.byteOffset, u.byteLength));
 
 /** Encrypts each job with a fresh nonce; a missing key is a programming error and throws. */
 export function sealBatch<K>(jobs: SealJob<K>[], resolve: (key: K) => KeyObject | undefined, nonces: NonceSource): SealOutput[] {

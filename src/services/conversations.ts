@@ -19,7 +19,7 @@ import {
 import { countExistingUsers } from '../db/users.js';
 import type { KeyVersions } from '../keys/key-versions.js';
 import type { EventPublisher } from '../realtime/events.js';
-import type { Message } from './message-view.js';
+import { groupByConversation, type Message } from './message-view.js';
 
 export interface Member {
   user_id: string;
@@ -194,12 +194,7 @@ export class ConversationService {
     const rows = await listConversationsForUser(this.#pool, userId, limit + 1, before ? decodeListCursor(before) : undefined);
     const page = rows.slice(0, limit);
     const members = await listMembers(this.#pool, page.map((r) => r.id));
-    const byConversation = new Map<string, MemberRow[]>();
-    for (const m of members) {
-      const list = byConversation.get(m.conversation_id);
-      if (list) list.push(m);
-      else byConversation.set(m.conversation_id, [m]);
-    }
+    const byConversation = groupByConversation(members);
     const lastMessages = await this.lastMessages(userId, page, byConversation, requestId);
     const conversations = page.map((r) => ({
       ...toConversation(r, byConversation.get(r.id) ?? []),

@@ -55,6 +55,26 @@ export function toMessage(row: MessageFields, content: string | null, status: Me
   return message;
 }
 
+type Receipts = Pick<MemberRow, 'conversation_id' | 'user_id' | 'delivered_seq' | 'read_seq'>;
+
+/** Members grouped by conversation, in one pass. */
+export function groupByConversation<M extends { conversation_id: string }>(members: M[]): Map<string, M[]> {
+  const groups = new Map<string, M[]>();
+  for (const m of members) {
+    const list = groups.get(m.conversation_id);
+    if (list) list.push(m);
+    else groups.set(m.conversation_id, [m]);
+  }
+  return groups;
+}
+
+/** Status of messages of several conversations, from each one's members (grouped, or a flat list). */
+export function statusAcross(members: Map<string, Receipts[]> | Receipts[]): (row: Pick<MessageRow, 'conversation_id' | 'sender_id' | 'seq'>) => MessageStatus {
+  const groups = Array.isArray(members) ? groupByConversation(members) : members;
+  const views = new Map([...groups].map(([id, list]) => [id, new ReceiptView(list)]));
+  return (row) => views.get(row.conversation_id)?.statusOf(row.sender_id, row.seq) ?? 'sent';
+}
+
 /**
  * Status of messages from the receipts of the members other than their sender: `read` when every
  * other member's read_seq covers the seq, `delivered` when every delivered_seq does.

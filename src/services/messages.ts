@@ -27,7 +27,7 @@ import { sqlState, withTransaction } from '../db/transaction.js';
 import type { RateLimiter, Limit } from './rate-limiter.js';
 import type { ConversationService } from './conversations.js';
 import type { HistoryCache } from './history-cache.js';
-import { ReceiptView, toMessage, type DecryptedRow, type Message } from './message-view.js';
+import { ReceiptView, statusAcross, toMessage, type DecryptedRow, type Message } from './message-view.js';
 
 export const CONTENT_TYPES = ['text', 'markdown', 'json', 'image', 'file', 'audio', 'video'] as const;
 export type ContentType = (typeof CONTENT_TYPES)[number];
@@ -317,9 +317,7 @@ export class MessageService {
       this.#o.pool,
       rows.filter((r) => r.last_seq > 0).map((r) => ({ conversationId: r.id, seq: r.last_seq })),
     );
-    const views = new Map<string, ReceiptView>();
-    for (const [id, list] of members) views.set(id, new ReceiptView(list));
-    const messages = await this.render(viewerId, found, (r) => views.get(r.conversation_id)?.statusOf(r.sender_id, r.seq) ?? 'sent', 'fetch', requestId);
+    const messages = await this.render(viewerId, found, statusAcross(members), 'fetch', requestId);
     return new Map(messages.map((m) => [m.conversation_id, m]));
   }
 }

@@ -6,7 +6,7 @@ import { memberConversationIds, selectSearchPage } from '../db/search.js';
 import { searchWords } from '../crypto/search-tokens.js';
 import type { SearchKeys } from '../keys/search-keys.js';
 import type { ConversationService } from './conversations.js';
-import { ReceiptView, type Message } from './message-view.js';
+import { statusAcross, type Message } from './message-view.js';
 import type { MessageService } from './messages.js';
 
 export interface SearchServiceOptions {
@@ -72,9 +72,7 @@ export class SearchService {
     const rows = await selectSearchPage(this.#o.pool, tokens, words.length, cursor, limit + 1);
     const page = rows.slice(0, limit);
     const members = await listMembers(this.#o.pool, [...new Set(page.map((r) => r.conversation_id))]);
-    const views = new Map<string, ReceiptView>();
-    for (const id of new Set(members.map((m) => m.conversation_id))) views.set(id, new ReceiptView(members.filter((m) => m.conversation_id === id)));
-    const messages = await this.#o.messages.render(viewerId, page, (r) => views.get(r.conversation_id)?.statusOf(r.sender_id, r.seq) ?? 'sent', 'search', requestId);
+    const messages = await this.#o.messages.render(viewerId, page, statusAcross(members), 'search', requestId);
     const last = page[page.length - 1];
     return {
       results: messages.map((message) => ({ message })),
