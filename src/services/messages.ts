@@ -83,14 +83,17 @@ export class MessageService {
     return search ? { tokens: search.tokensFor(conversationId, content), fingerprint: search.activeFingerprint } : null;
   }
 
-  #checkSize(content: string): void {
-    if (Buffer.byteLength(content, 'utf8') > this.#o.maxMessageBytes) {
+  /** The content's UTF-8 bytes (encoded once: measured, then sealed); 413 when too large. */
+  #encode(content: string): Buffer {
+    const bytes = Buffer.from(content, 'utf8');
+    if (bytes.length > this.#o.maxMessageBytes) {
       throw new ApiError('payload_too_large', `content exceeds ${this.#o.maxMessageBytes} bytes`, 'content');
     }
+    return bytes;
   }
 
-  async #seal(key: KeyRef, messageId: string, senderId: string, content: string) {
-    const [sealed] = await this.#o.cipher.seal([{ key, aad: aadOf(key.conversationId, messageId, senderId), plaintext: Buffer.from(content, 'utf8') }]);
+  async #seal(key: KeyRef, messageId: string, senderId: string, plaintext: Buffer) {
+    const [sealed] = await this.#o.cipher.seal([{ key, aad: aadOf(key.conversationId, messageId, senderId), plaintext }]);
     this.#o.counters.encrypted.inc();
     return sealed!;
   }
@@ -100,7 +103,7 @@ export class MessageService {
    * replay. Membership, idempotency and the reply target are checked inside the commit.
    */
   async send(senderId: string, input: SendInput): Promise<{ message: Message; created: boolean }> {
-    this.#checkSize(input.content);
+    const plaintext = this.#encode(input.content);
     await this.#o.limiter.take('send', senderId, this.#o.sendLimit);
     let conversationId: string;
     let keyVersion: number;
@@ -117,7 +120,7 @@ export class MessageService {
     let outcome: SendOutcome;
     for (let attempt = 1; ; attempt++) {
       const key = await this.#o.keys.forEncryption(conversationId, keyVersion);
-      const sealed = await this.#seal(key, id, senderId, input.content);
+      const sealed = await this.#seal(key, id, senderId, plaintext);
       try {
         outcome = await this.#o.batcher.submit({
           id,
@@ -207,13 +210,13 @@ export class MessageService {
   }
 
   async edit(userId: string, messageId: string, content: string): Promise<Message> {
-    this.#checkSize(content);
+    const plaintext = this.#encode(content);
     const access = await selectMessageAccess(this.#o.pool, messageId, userId);
     if (!access || !access.is_member) throw notFound('message', 'id');
     if (access.sender_id !== userId) throw forbidden('only the sender can edit a message');
     if (access.deleted_at) throw new ApiError('conflict', 'a deleted message cannot be edited');
     const key = await this.#o.keys.forEncryption(access.conversation_id, access.current_key_version);
-    const sealed = await this.#seal(key, messageId, userId, content);
+    const sealed = await this.#seal(key, messageId, userId, plaintext);
     // Lock first: the update's token replacement must see writes committed while it waited (a re-index).
     const row = await withTransaction(this.#o.pool, async (client) => {
       await lockMessage(client, messageId);
