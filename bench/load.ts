@@ -28,6 +28,7 @@ import {
 import { content, createDirect, createGroup, decodeFrame, deliveryStamp, encodeFrame, openSocket, signInMany, type Format, type User } from './lib/chat.js';
 import { createHttpClient, type HttpClient } from './lib/http-client.js';
 import { insertCeiling, readCeiling, type CeilingResult } from './lib/pg-ceiling.js';
+import { CostMeter, costText, type PhaseCost } from './lib/costs.js';
 import { HEAP_USED, MAX_FDS, RSS, SERVER_CPU, metric, metricSum, openTarget, readMetrics, type Target } from './lib/target.js';
 
 const SCENARIOS = ['http-send', 'ws-send', 'history-cold', 'history-hot', 'fanout', 'idle'] as const;
@@ -132,7 +133,14 @@ interface DriveResult {
   server_cpu_pct: number | null;
   mode: 'closed' | 'open';
   rate: number | null;
+  /** CPU and Redis commands per answered operation, by component. */
+  cost: PhaseCost | null;
+  /** Cost samples at the start and end, to divide by something else (deliveries). */
+  costSamples: [Awaited<ReturnType<CostMeter['sample']>>, Awaited<ReturnType<CostMeter['sample']>>] | null;
 }
+
+/** Set once the target is open (REDIS_URL, when set, is the server's Redis). */
+let costMeter: CostMeter | undefined;
 
 type Op = (n: number, stamp: number) => Promise<string | null>;
 
@@ -151,6 +159,7 @@ async function drive(target: Target, seconds: number, concurrency: number, rate:
   let skipped = 0;
   let n = 0;
   const cpu0 = await serverCpuSeconds(target);
+  const cost0 = costMeter ? await costMeter.sample() : null;
   const meter = cpuMeter();
   const started = now();
   const end = started + seconds * 1000;
@@ -206,6 +215,7 @@ async function drive(target: Target, seconds: number, concurrency: number, rate:
   const elapsed = (now() - started) / 1000;
   const cpu = meter.stop();
   const cpu1 = await serverCpuSeconds(target);
+  const cost1 = costMeter && cost0 ? await costMeter.sample() : null;
   return {
     ok,
     seconds: elapsed,
@@ -218,6 +228,8 @@ async function drive(target: Target, seconds: number, concurrency: number, rate:
     server_cpu_pct: cpu0 !== null && cpu1 !== null ? round((100 * (cpu1 - cpu0)) / elapsed, 1) : null,
     mode: rate === null ? 'closed' : 'open',
     rate,
+    cost: cost0 && cost1 ? CostMeter.cost(cost0, cost1, ok) : null,
+    costSamples: cost0 && cost1 ? [cost0, cost1] : null,
   };
 }
 
@@ -262,6 +274,7 @@ const driveText = (label: string, r: DriveResult, unit: string) =>
     `    errors   ${r.errors.text()}${r.skipped ? `; ${fmt(r.skipped)} not issued (client backlog cap)` : ''}`,
     `    cpu      client ${r.cpu.client_cpu_pct}% of a core (event loop ${Math.round(r.cpu.client_elu * 100)}% busy)` +
       `, server ${r.server_cpu_pct ?? '?'}%, machine ${r.cpu.machine_busy_pct ?? '?'}% of all cores`,
+    ...(r.cost ? [costText(unit.replace(/s$/, ''), r.cost)] : []),
   ].join('\n');
 
 const driveJson = (r: DriveResult, unit: string) => ({
@@ -276,6 +289,7 @@ const driveJson = (r: DriveResult, unit: string) => ({
   skipped: r.skipped,
   ...r.cpu,
   server_cpu_pct: r.server_cpu_pct,
+  [`cost_per_${unit.replace(/s$/, '')}`]: r.cost,
 });
 
 function clientWarning(r: DriveResult): string | null {
@@ -665,9 +679,16 @@ async function fanout(ctx: Ctx) {
     await deliveries.settle(expected, 5000);
     const perS = deliveries.count / main.seconds;
     const framesOut = m0 && m1 ? (metricSum(m1, 'sotalk_ws_frames_total', 'direction="out"') - metricSum(m0, 'sotalk_ws_frames_total', 'direction="out"')) / main.seconds : null;
-    const checks = [check('socket deliveries/s', '≥ 300,000', perS, (v) => v >= 300_000)];
+    const perDelivery = main.costSamples ? CostMeter.cost(main.costSamples[0], main.costSamples[1], deliveries.count) : null;
+    const checks = [
+      check('socket deliveries/s', '≥ 300,000', perS, (v) => v >= 300_000),
+      check('server CPU µs per delivery', '≤ 1.5', perDelivery?.server_us ?? null, (v) => v <= 1.5),
+      check('PUBLISH per send (one per event, any group size)', '= 1', main.cost?.redis_publishes ?? null, (v) => Math.abs(v - 1) < 0.02),
+      ...(senderCount === 1 && O.window === 1 ? [check('delivery p50 ms, one sender, one in flight', '< 3', deliveries.latency.pct(50), (v) => v < 3)] : []),
+    ];
     const lines = [
       driveText('sends', main, 'sends'),
+      ...(perDelivery ? [costText('delivery', perDelivery)] : []),
       `  deliveries: ${fmt(perS)} frames/s across ${sockets.length} sockets (${fmt(deliveries.count)} of ${fmt(expected)} expected; server counted ${framesOut === null ? '?' : fmt(framesOut)} frames out/s)`,
       `    delivery ${deliveries.latency.text()}`,
       `    socket closes: ${closes.text()}`,
@@ -689,6 +710,7 @@ async function fanout(ctx: Ctx) {
       delivery_ratio: expected ? round(deliveries.count / expected, 4) : null,
       server_frames_out_per_s: framesOut === null ? null : round(framesOut, 1),
       ...driveJson(main, 'sends'),
+      cost_per_delivery: perDelivery,
       ...deliveries.latency.summary('delivery_'),
       socket_closes: { ...closes.counts },
       targets: checks,
@@ -884,6 +906,7 @@ async function main(): Promise<void> {
   console.log(`sotalk load: ${selected.join(', ')}; ${O.duration} s per phase (+${O.warmup} s warm-up); ${machine.cpus} cpus, node ${machine.node}, load ${machine.loadavg_1m_at_start}`);
   const target = (state.target = await openTarget({ url: a.url, pgUrl: a['pg-url'], logLevel: a['log-level']!, dbAsIs: bool(a, 'db-as-is') }));
   console.log(target.spawned ? `spawned server on ${target.baseUrl} (${JSON.stringify(target.serverInfo)})` : `target ${target.baseUrl}`);
+  costMeter = new CostMeter(target, process.env.REDIS_URL || undefined);
   const http = await createHttpClient(target.baseUrl, O.client, Math.max(O.connections, 64), O.timeoutMs);
   let failed = false;
   try {
@@ -915,6 +938,7 @@ async function main(): Promise<void> {
     }
   } finally {
     await http.close();
+    costMeter?.close();
     await target.close();
     clearTimeout(watchdog);
   }

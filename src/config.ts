@@ -36,6 +36,8 @@ export interface Config {
   rateLimitTypingPerMin: number;
   dataDir: string;
   searchEnabled: boolean;
+  /** Most query tokens (words × conversations × master keys) one search may hash. */
+  searchMaxQueryTokens: number;
   /** Retire a conversation key version after this many messages / seconds (0: never). */
   keyRotationMessages: number;
   keyRotationMaxAgeS: number;
@@ -153,6 +155,7 @@ export function loadConfig(env: Env = process.env): Config {
     rateLimitTypingPerMin: intVar(env, 'RATE_LIMIT_TYPING_PER_MIN', 120, 0, 10_000_000),
     dataDir,
     searchEnabled: boolVar(env, 'SEARCH_ENABLED', true),
+    searchMaxQueryTokens: intVar(env, 'SEARCH_MAX_QUERY_TOKENS', 100_000, 1, 10_000_000),
     // 2^24 messages: far below the 2^32 random-nonce bound of NIST SP 800-38D.
     keyRotationMessages: intVar(env, 'KEY_ROTATION_MESSAGES', 2 ** 24, 0, 2 ** 31),
     keyRotationMaxAgeS: intVar(env, 'KEY_ROTATION_MAX_AGE_S', 90 * 86400, 0, 100 * 365 * 86400),

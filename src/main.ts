@@ -15,6 +15,7 @@ import { loadStaticFiles } from './http/static-files.js';
 import { userRoutes } from './http/users-routes.js';
 import { searchRoutes } from './http/search-routes.js';
 import { SearchService } from './services/search.js';
+import { SearchTokenizer } from './services/search-tokenizer.js';
 import { uWS, uwsIsNative } from './http/uws.js';
 import { KeyVersions } from './keys/key-versions.js';
 import { MasterKeyring } from './keys/keyring.js';
@@ -83,17 +84,40 @@ export async function startServer(config: Config, deps: ServerDeps = {}): Promis
     },
   });
   const searchKeys = config.searchEnabled ? new SearchKeys(keyring) : null;
+  const searchTokens = searchKeys
+    ? new SearchTokenizer({
+        keys: searchKeys,
+        runTask: (name, task) => cipher.runTask(name, task),
+        pooled: cipher.poolSize > 0,
+        maxQueryTokens: config.searchMaxQueryTokens,
+      })
+    : null;
   const keys = new KeyVersions(db.pool, keyring, clock, { maxMessages: config.keyRotationMessages, maxAgeS: config.keyRotationMaxAgeS });
   const audit = new AuditLog({ pool: db.pool, logger, clock });
   const app = uWS.App();
   const inFlight = new InFlight();
-  const hub = new SocketHub(app, { onFramesOut: (n) => metrics.wsFrames.inc({ direction: 'out' }, n) });
-  const events = new EventBus({
+  const directory = new MemberDirectory(db.pool);
+  const hub = new SocketHub(app, {
+    conversationsOf: (userId) => directory.conversationsOf(userId),
+    onServe: (id) => events.serve(id),
+    onUnserve: (id) => events.unserve(id),
+    onFramesOut: (n) => metrics.wsFrames.inc({ direction: 'out' }, n),
+    onDeliveryError: (err) => {
+      metrics.deliveryErrors.inc();
+      logger.warn({ err: { message: (err as Error)?.message } }, 'event delivery failed');
+    },
+  });
+  const events: EventBus = new EventBus({
     hub,
-    directory: new MemberDirectory(db.pool),
+    directory,
+    keyring,
     logger,
     redisUrl: config.redisUrl,
-    onRejected: () => metrics.droppedInputs.inc({ source: 'redis' }),
+    onPublish: (kind) => metrics.redisPublishes.inc({ channel: kind }),
+    onReceived: (outcome) => {
+      metrics.pubsubReceived.inc({ outcome });
+      if (outcome === 'dropped') metrics.droppedInputs.inc({ source: 'redis' });
+    },
     onRedisError: () => metrics.dependencyErrors.inc({ dependency: 'redis' }),
   });
 
@@ -115,7 +139,11 @@ export async function startServer(config: Config, deps: ServerDeps = {}): Promis
     logger,
     maxBatch: config.sendBatchMax,
     maxInFlight: db.embedded ? 1 : config.sendFlushConcurrency,
-    retireKeyVersion: keys.retireIfFull,
+    keyPolicy: keys.commitPolicy,
+    onFlush: (size, seconds) => {
+      metrics.sendFlushSize.observe(size);
+      metrics.sendFlushDuration.observe(seconds);
+    },
     onKeysRetired: (ids) => ids.forEach((id) => conversations.forgetKeyVersion(id)),
   });
   const messages = new MessageService({
@@ -123,7 +151,7 @@ export async function startServer(config: Config, deps: ServerDeps = {}): Promis
     history: new HistoryCache({ maxBytes: config.historyCacheBytes, ttlMs: config.historyCacheTtlMs }),
     limiter,
     sendLimit: perMinute(config.rateLimitSendPerMin),
-    search: searchKeys,
+    search: searchTokens,
   });
 
   const routes: Route[] = [
@@ -141,7 +169,7 @@ export async function startServer(config: Config, deps: ServerDeps = {}): Promis
     // A demonstration aid for the web client; loadConfig refuses the flag in production.
     ...(config.atRestPanel ? atRestRoutes(db.pool) : []),
     ...(searchKeys
-      ? searchRoutes(new SearchService({ pool: db.pool, keys: searchKeys, conversations, messages, cursorSecret: tokenSecret }))
+      ? searchRoutes(new SearchService({ pool: db.pool, tokens: searchTokens!, conversations, messages, cursorSecret: tokenSecret }))
       : []),
   ];
   if (config.atRestPanel) logger.warn('SOTALK_AT_REST_PANEL is on: members can read stored nonces and ciphertext previews (never enable in production)');

@@ -63,6 +63,36 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly sendFlushSize = new Histogram({
+    name: 'sotalk_send_flush_size',
+    help: 'Messages per group commit (one database round trip)',
+    buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024],
+    registers: [this.registry],
+  });
+  readonly sendFlushDuration = new Histogram({
+    name: 'sotalk_send_flush_duration_seconds',
+    help: 'Duration of a group commit, from its start to the database answer',
+    buckets: LATENCY_BUCKETS,
+    registers: [this.registry],
+  });
+  readonly redisPublishes = new Counter({
+    name: 'sotalk_redis_publishes_total',
+    help: 'Redis PUBLISH commands sent, by channel kind (conversation, control)',
+    labelNames: ['channel'] as const,
+    registers: [this.registry],
+  });
+  readonly pubsubReceived = new Counter({
+    name: 'sotalk_pubsub_received_total',
+    help: 'Pub/sub messages received, by outcome (delivered, own: this instance published it, dropped: forged, stale or malformed)',
+    labelNames: ['outcome'] as const,
+    registers: [this.registry],
+  });
+  readonly deliveryErrors = new Counter({
+    name: 'sotalk_event_delivery_errors_total',
+    help: 'Events that failed to reach local sockets (each failure isolated to its event)',
+    registers: [this.registry],
+  });
+
   constructor(sources: { pool: () => PoolStats; auditBacklog: () => number }) {
     const registers = [this.registry];
     new Gauge({ name: 'sotalk_crypto_pool_size', help: 'Crypto worker threads', registers, collect() { this.set(sources.pool().size); } });

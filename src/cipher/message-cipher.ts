@@ -113,6 +113,14 @@ export class MessageCipher {
     return this.#pooled(() => packOpen(jobs, keyId), readOpenReply);
   }
 
+  /**
+   * Runs a named task of the worker file (search tokens) off the main thread; undefined when there
+   * is no pool (CRYPTO_POOL_SIZE=0: the caller computes inline).
+   */
+  runTask(name: 'textTokens' | 'queryTokens', task: object): Promise<unknown> | undefined {
+    return this.#pool?.run(task, { name });
+  }
+
   /** Terminates one worker thread as a crash would (fault-injection for tests). */
   async killWorkerForTests(): Promise<void> {
     await this.#pool?.threads[0]?.terminate();

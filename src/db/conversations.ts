@@ -150,6 +150,8 @@ export interface ReceiptRow {
   delivered_seq: number;
   read_seq: number;
   last_seq: number;
+  /** Whether this call moved a receipt (an unchanged one is not published). */
+  changed: boolean;
 }
 
 /**
@@ -172,11 +174,12 @@ export async function advanceReceipts(
      ), updated AS (
        UPDATE conversation_members m SET read_seq = ${readExpr}, delivered_seq = GREATEST(m.delivered_seq, $3)
        FROM target WHERE m.conversation_id = $1 AND m.user_id = $2 AND $3 <= target.last_seq
-       RETURNING m.conversation_id, m.user_id, m.delivered_seq, m.read_seq, target.last_seq
+         AND (${readExpr}, GREATEST(m.delivered_seq, $3)) IS DISTINCT FROM (m.read_seq, m.delivered_seq)
+       RETURNING m.conversation_id, m.user_id, m.delivered_seq, m.read_seq, target.last_seq, true AS changed
      )
      SELECT * FROM updated
      UNION ALL
-     SELECT m.conversation_id, m.user_id, m.delivered_seq, m.read_seq, t.last_seq
+     SELECT m.conversation_id, m.user_id, m.delivered_seq, m.read_seq, t.last_seq, false
      FROM conversation_members m, target t
      WHERE m.conversation_id = $1 AND m.user_id = $2 AND NOT EXISTS (SELECT 1 FROM updated)`,
     [conversationId, userId, seq],

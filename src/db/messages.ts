@@ -36,31 +36,6 @@ export type PageCursor = { kind: 'latest' } | { kind: 'before'; seq: number } | 
 export type HistoryVersion = string;
 const historyVersion = (lastSeq: number, editVersion: number): HistoryVersion => `${lastSeq}:${editVersion}`;
 
-/**
- * Up to `limit` messages of one conversation in the cursor's direction (not yet ordered
- * ascending), with the history version read in the same statement (same snapshot).
- */
-export async function selectPage(
-  db: Queryable,
-  conversationId: string,
-  cursor: PageCursor,
-  limit: number,
-): Promise<{ rows: MessageRow[]; version: HistoryVersion | undefined }> {
-  const [where, order] =
-    cursor.kind === 'after' ? ['m.seq > $2', 'ASC'] : cursor.kind === 'before' ? ['m.seq < $2', 'DESC'] : ['$2::bigint IS NULL', 'DESC'];
-  const seq = cursor.kind === 'latest' ? null : cursor.seq;
-  const { rows } = await db.query<MessageRow & { v_last_seq: number; v_edit_version: number }>(
-    `SELECT v.last_seq AS v_last_seq, v.edit_version AS v_edit_version, p.*
-     FROM (SELECT last_seq, edit_version FROM conversations WHERE id = $1) v
-     LEFT JOIN LATERAL (${SELECT_WITH_METADATA} WHERE m.conversation_id = $1 AND ${where} ORDER BY m.seq ${order} LIMIT $3) p ON true
-     ORDER BY p.seq ${order}`,
-    [conversationId, seq, limit],
-  );
-  const first = rows[0];
-  if (!first) return { rows: [], version: undefined };
-  return { rows: first.id === null ? [] : rows, version: historyVersion(first.v_last_seq, first.v_edit_version) };
-}
-
 export interface ConversationState {
   version: HistoryVersion;
   members: { user_id: string; delivered_seq: number; read_seq: number }[];
@@ -162,20 +137,14 @@ export async function updateMessageContent(
        ON CONFLICT (message_id) DO UPDATE
          SET nonce = EXCLUDED.nonce, tag = EXCLUDED.tag, algorithm = EXCLUDED.algorithm,
              key_version = EXCLUDED.key_version, created_at = now()
-     ), old_tokens AS (
-       -- only tokens the new text lacks: rows deleted and re-inserted in one statement would be lost
-       DELETE FROM message_search_tokens WHERE message_id IN (SELECT id FROM m) AND token <> ALL($6::bytea[])
-     ), new_tokens AS (
-       INSERT INTO message_search_tokens (conversation_id, token, message_id)
-       SELECT m.conversation_id, t.token, m.id FROM m, unnest($6::bytea[]) AS t(token)
-       ON CONFLICT (conversation_id, token, message_id) DO NOTHING
-     ), search_state AS (
-       INSERT INTO message_search_state (message_id, master_key_fingerprint)
-       SELECT id, $7 FROM m WHERE $7::text IS NOT NULL
-       ON CONFLICT (message_id) DO UPDATE SET master_key_fingerprint = EXCLUDED.master_key_fingerprint
+     ), indexed AS (
+       INSERT INTO message_search_index (message_id, conversation_id, master_key_fingerprint, tokens)
+       SELECT id, conversation_id, $7, $6::bytea[] FROM m WHERE $7::text IS NOT NULL
+       ON CONFLICT (message_id) DO UPDATE
+         SET tokens = EXCLUDED.tokens, master_key_fingerprint = EXCLUDED.master_key_fingerprint, conversation_id = EXCLUDED.conversation_id
      ), unindexed AS (
        -- search off: the message is no longer indexed at all, so a later reindex picks it up
-       DELETE FROM message_search_state WHERE $7::text IS NULL AND message_id IN (SELECT id FROM m)
+       DELETE FROM message_search_index WHERE $7::text IS NULL AND message_id IN (SELECT id FROM m)
      )
      SELECT id FROM m`,
     [id, sealed.ciphertext, sealed.nonce, sealed.tag, sealed.keyVersion, search?.tokens ?? [], search?.fingerprint ?? null],
@@ -197,81 +166,13 @@ export async function tombstoneMessage(db: Queryable, id: string): Promise<Messa
        WHERE id = $1 RETURNING id, conversation_id
      ), v AS (
        UPDATE conversations SET edit_version = edit_version + 1 WHERE id IN (SELECT conversation_id FROM m)
-     ), tokens AS (
-       DELETE FROM message_search_tokens WHERE message_id IN (SELECT id FROM m)
-     ), search_state AS (
-       DELETE FROM message_search_state WHERE message_id IN (SELECT id FROM m)
+     ), unindexed AS (
+       DELETE FROM message_search_index WHERE message_id IN (SELECT id FROM m)
      )
      DELETE FROM message_encryption_metadata WHERE message_id IN (SELECT id FROM m)`,
     [id],
   );
   return selectMessageRow(db, id);
-}
-
-export interface LockedConversation {
-  id: string;
-  last_seq: number;
-  current_key_version: number;
-}
-
-/**
- * First statement of a group commit: locks the batch's conversations, in id order so that
- * concurrent flushes cannot deadlock. Once it returns, every earlier write to them is committed.
- */
-export async function lockConversations(db: Queryable, conversationIds: string[]): Promise<LockedConversation[]> {
-  const { rows } = await db.query<LockedConversation>(
-    // No joins here: a row re-read after waiting for its lock would not find rows committed meanwhile.
-    'SELECT id, last_seq, current_key_version FROM conversations WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE',
-    [conversationIds],
-  );
-  return rows;
-}
-
-export interface BatchCheckRow {
-  kind: 'member' | 'duplicate' | 'reply' | 'key';
-  conversation_id: string;
-  /** user id, or for `key` the master-key fingerprint of the current version */
-  user_id: string | null;
-  /** client_message_id, or for `key` the origin of the current version */
-  client_message_id: string | null;
-  message_id: string | null;
-}
-
-/**
- * Second statement of a group commit (a fresh snapshot, taken after the locks): which senders are
- * members, which client_message_ids exist already, which reply targets exist where.
- */
-export async function checkBatch(
-  db: Queryable,
-  senders: { conversationId: string; senderId: string }[],
-  clientIds: { conversationId: string; senderId: string; clientMessageId: string }[],
-  replyIds: string[],
-  currentKeys: { conversationId: string; version: number }[],
-): Promise<BatchCheckRow[]> {
-  const { rows } = await db.query<BatchCheckRow>(
-    `SELECT 'member' AS kind, cm.conversation_id, cm.user_id::text AS user_id, NULL::text AS client_message_id, NULL::uuid AS message_id
-       FROM conversation_members cm JOIN unnest($1::uuid[], $2::uuid[]) AS p(c, u) ON cm.conversation_id = p.c AND cm.user_id = p.u
-     UNION ALL
-     SELECT 'duplicate', m.conversation_id, m.sender_id::text, m.client_message_id, m.id
-       FROM messages m JOIN unnest($3::uuid[], $4::uuid[], $5::text[]) AS q(c, u, k)
-         ON m.conversation_id = q.c AND m.sender_id = q.u AND m.client_message_id = q.k
-     UNION ALL
-     SELECT 'reply', m.conversation_id, NULL, NULL, m.id FROM messages m WHERE m.id = ANY($6::uuid[])
-     UNION ALL
-     SELECT 'key', k.conversation_id, k.master_key_fingerprint, k.origin, NULL
-       FROM conversation_keys k JOIN unnest($7::uuid[], $8::int[]) AS c(id, version) ON k.conversation_id = c.id AND k.version = c.version`,
-    [
-      senders.map((s) => s.conversationId),
-      senders.map((s) => s.senderId),
-      clientIds.map((c) => c.conversationId),
-      clientIds.map((c) => c.senderId),
-      clientIds.map((c) => c.clientMessageId),
-      replyIds,
-      currentKeys.map((k) => k.conversationId),
-      currentKeys.map((k) => k.version),
-    ],
-  );
-  return rows;
 }
 
 /**
@@ -285,90 +186,6 @@ export async function lockMessage(db: Queryable, id: string): Promise<void> {
     [id],
   );
   await db.query('SELECT id FROM messages WHERE id = $1 FOR NO KEY UPDATE', [id]);
-}
-
-export interface BatchMessage extends NewMessage {
-  seq: number;
-}
-
-export interface BatchInsertResult {
-  times: Map<string, { created_at: Date; updated_at: Date }>;
-  /** Messages now counted under each key version the batch used. */
-  keyUse: { conversation_id: string; version: number; message_count: number }[];
-}
-
-/**
- * Second statement of a group commit: new last_seq per conversation, all messages, all
- * metadata, and the message count of each key version used.
- */
-export async function insertMessageBatch(db: Queryable, lastSeqs: Map<string, number>, messages: BatchMessage[]): Promise<BatchInsertResult> {
-  const tokenRows = messages.flatMap((m) => (m.search ? m.search.tokens.map((token) => ({ cid: m.conversationId, token, id: m.id })) : []));
-  const indexed = messages.filter((m) => m.search);
-  const use = new Map<string, { cid: string; version: number; n: number }>();
-  for (const m of messages) {
-    const k = `${m.conversationId}:${m.keyVersion}`;
-    const entry = use.get(k);
-    if (entry) entry.n++;
-    else use.set(k, { cid: m.conversationId, version: m.keyVersion, n: 1 });
-  }
-  const { rows } = await db.query<{ id: string | null; created_at: Date; updated_at: Date; conversation_id: string; version: number; message_count: number }>(
-    `WITH bumped AS (
-       UPDATE conversations c SET last_seq = v.last_seq, last_activity_at = now(), updated_at = now()
-       FROM unnest($1::uuid[], $2::bigint[]) AS v(id, last_seq) WHERE c.id = v.id
-     ), inserted AS (
-       INSERT INTO messages (id, conversation_id, sender_id, seq, content, content_type, signature, reply_to_id, client_message_id)
-       SELECT * FROM unnest($3::uuid[], $4::uuid[], $5::uuid[], $6::bigint[], $7::bytea[], $8::text[], $9::text[], $10::uuid[], $11::text[])
-       RETURNING id, created_at, updated_at
-     ), metadata AS (
-       INSERT INTO message_encryption_metadata (message_id, nonce, tag, key_version)
-       SELECT * FROM unnest($3::uuid[], $12::bytea[], $13::bytea[], $14::int[])
-     ), tokens AS (
-       INSERT INTO message_search_tokens (conversation_id, token, message_id)
-       SELECT * FROM unnest($18::uuid[], $19::bytea[], $20::uuid[]) ON CONFLICT DO NOTHING
-     ), search_state AS (
-       INSERT INTO message_search_state (message_id, master_key_fingerprint)
-       SELECT * FROM unnest($21::uuid[], $22::text[])
-     ), counted AS (
-       UPDATE conversation_keys k SET message_count = k.message_count + u.n
-       FROM unnest($15::uuid[], $16::int[], $17::int[]) AS u(cid, version, n)
-       WHERE k.conversation_id = u.cid AND k.version = u.version
-       RETURNING k.conversation_id, k.version, k.message_count
-     )
-     SELECT id, created_at, updated_at, NULL::uuid AS conversation_id, NULL::int AS version, NULL::bigint AS message_count FROM inserted
-     UNION ALL
-     SELECT NULL, NULL, NULL, conversation_id, version, message_count FROM counted`,
-    [
-      [...lastSeqs.keys()],
-      [...lastSeqs.values()],
-      messages.map((m) => m.id),
-      messages.map((m) => m.conversationId),
-      messages.map((m) => m.senderId),
-      messages.map((m) => m.seq),
-      messages.map((m) => m.ciphertext),
-      messages.map((m) => m.contentType),
-      messages.map((m) => m.signature),
-      messages.map((m) => m.replyToId),
-      messages.map((m) => m.clientMessageId),
-      messages.map((m) => m.nonce),
-      messages.map((m) => m.tag),
-      messages.map((m) => m.keyVersion),
-      [...use.values()].map((u) => u.cid),
-      [...use.values()].map((u) => u.version),
-      [...use.values()].map((u) => u.n),
-      tokenRows.map((t) => t.cid),
-      tokenRows.map((t) => t.token),
-      tokenRows.map((t) => t.id),
-      indexed.map((m) => m.id),
-      indexed.map((m) => m.search!.fingerprint),
-    ],
-  );
-  const times = new Map<string, { created_at: Date; updated_at: Date }>();
-  const keyUse: BatchInsertResult['keyUse'] = [];
-  for (const r of rows) {
-    if (r.id !== null) times.set(r.id, { created_at: r.created_at, updated_at: r.updated_at });
-    else keyUse.push({ conversation_id: r.conversation_id, version: r.version, message_count: r.message_count });
-  }
-  return { times, keyUse };
 }
 
 /** Columns a streaming job needs to decrypt a message. */
@@ -439,45 +256,37 @@ export interface SearchIndexEntry {
   fingerprint: string;
 }
 
-/** Replaces the blind-index tokens of messages (reindex, master-key rotation). Run in a transaction. */
+/** Replaces the blind-index row of messages (reindex, master-key rotation): one statement. */
 export async function replaceSearchTokens(db: Queryable, entries: SearchIndexEntry[]): Promise<void> {
   if (entries.length === 0) return;
-  const pairs = entries.flatMap((e) => e.tokens.map((token) => ({ e, token })));
-  const ids = entries.map((e) => e.messageId);
-  const mids = pairs.map((p) => p.e.messageId);
-  const tokens = pairs.map((p) => p.token);
+  // tokens of all entries in one binary bytea (16 bytes each), split server-side: no hex arrays
+  const blob = Buffer.concat(entries.flatMap((e) => e.tokens));
+  const counts = entries.map((e) => e.tokens.length);
+  const offsets: number[] = [];
+  let at = 0;
+  for (const n of counts) {
+    offsets.push(at);
+    at += n * 16;
+  }
   await db.query(
-    `DELETE FROM message_search_tokens t USING unnest($1::uuid[]) AS ids(id)
-     WHERE t.message_id = ids.id
-       AND NOT EXISTS (SELECT 1 FROM unnest($2::uuid[], $3::bytea[]) AS n(mid, token) WHERE n.mid = t.message_id AND n.token = t.token)`,
-    [ids, mids, tokens],
-  );
-  await db.query(
-    `INSERT INTO message_search_tokens (conversation_id, token, message_id)
-     SELECT * FROM unnest($1::uuid[], $2::bytea[], $3::uuid[]) ON CONFLICT DO NOTHING`,
-    [pairs.map((p) => p.e.conversationId), tokens, mids],
-  );
-  await db.query(
-    `INSERT INTO message_search_state (message_id, master_key_fingerprint) SELECT * FROM unnest($1::uuid[], $2::text[])
-     ON CONFLICT (message_id) DO UPDATE SET master_key_fingerprint = EXCLUDED.master_key_fingerprint`,
-    [ids, entries.map((e) => e.fingerprint)],
+    `INSERT INTO message_search_index (message_id, conversation_id, master_key_fingerprint, tokens)
+     SELECT e.id, e.cid, e.fp, ARRAY(SELECT substring($6::bytea FROM e.off + 1 + 16 * g FOR 16) FROM generate_series(0, e.n - 1) AS g)
+     FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::int[], $5::int[]) AS e(id, cid, fp, off, n)
+     ON CONFLICT (message_id) DO UPDATE
+       SET tokens = EXCLUDED.tokens, master_key_fingerprint = EXCLUDED.master_key_fingerprint, conversation_id = EXCLUDED.conversation_id`,
+    [entries.map((e) => e.messageId), entries.map((e) => e.conversationId), entries.map((e) => e.fingerprint), offsets, counts, blob],
   );
 }
 
 /** Stored tokens per message (for verify). */
 export async function selectSearchTokens(db: Queryable, messageIds: string[]): Promise<Map<string, { tokens: Set<string>; fingerprint: string | null }>> {
-  const { rows } = await db.query<{ id: string; fingerprint: string | null; token: Buffer | null }>(
-    `SELECT ids.id, s.master_key_fingerprint AS fingerprint, t.token
+  const { rows } = await db.query<{ id: string; fingerprint: string | null; tokens: Buffer[] | null }>(
+    `SELECT ids.id, s.master_key_fingerprint AS fingerprint, s.tokens
      FROM unnest($1::uuid[]) AS ids(id)
-     LEFT JOIN message_search_state s ON s.message_id = ids.id
-     LEFT JOIN message_search_tokens t ON t.message_id = ids.id`,
+     LEFT JOIN message_search_index s ON s.message_id = ids.id`,
     [messageIds],
   );
   const out = new Map<string, { tokens: Set<string>; fingerprint: string | null }>();
-  for (const r of rows) {
-    const entry = out.get(r.id) ?? { tokens: new Set<string>(), fingerprint: r.fingerprint };
-    if (r.token) entry.tokens.add(r.token.toString('hex'));
-    out.set(r.id, entry);
-  }
+  for (const r of rows) out.set(r.id, { tokens: new Set((r.tokens ?? []).map((t) => t.toString('hex'))), fingerprint: r.fingerprint });
   return out;
 }

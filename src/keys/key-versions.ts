@@ -36,6 +36,13 @@ export class KeyVersions {
     return (await rotateConversationKey(client, conversationId, this.activeFingerprint, this.nowUnixSeconds(), 'count', version)) !== undefined;
   };
 
+  /** What the group commit needs to retire full versions itself (sotalk_send_batch). */
+  commitPolicy = (): { maxMessagesPerKey: number; activeFingerprint: string; nowUnixSeconds: number } => ({
+    maxMessagesPerKey: this.#maxMessages,
+    activeFingerprint: this.activeFingerprint,
+    nowUnixSeconds: this.nowUnixSeconds(),
+  });
+
   nowUnixSeconds(): number {
     return Math.floor(this.#clock().getTime() / 1000);
   }

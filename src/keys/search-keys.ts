@@ -50,6 +50,16 @@ export class SearchKeys {
     return key ? searchWords(text).map((w) => searchToken(key, w)) : undefined;
   }
 
+  /** Tokens of given words (a query's) under one master key, or undefined when it is not held. */
+  wordTokensUnder(fingerprint: string, conversationId: string, words: string[]): Buffer[] | undefined {
+    const key = this.#key(fingerprint, conversationId);
+    return key ? words.map((w) => searchToken(key, w)) : undefined;
+  }
+
+  fingerprints(): string[] {
+    return this.#keyring.fingerprints();
+  }
+
   /**
    * Query tokens for each conversation and word under every master key held, so messages
    * indexed before a master-key rotation finished are still found.

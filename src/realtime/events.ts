@@ -14,10 +14,14 @@ export type ConversationEvent =
 /** Where services hand events once the change they describe is committed. */
 export interface EventPublisher {
   /**
-   * Delivers to every connection of every current member; `alsoTo` adds users who are no longer
-   * members (a removed member hears of their removal).
+   * Delivers to every connection of every current member. `prevAt` (ms since the epoch) is when
+   * a new_message's predecessor was committed, so receivers know whether to wait for it.
    */
-  publish(conversationId: string, event: ConversationEvent, alsoTo?: string[]): void;
+  publish(conversationId: string, event: ConversationEvent, prevAt?: number): void;
+  /** Users joined a conversation (one event for all of them, e.g. a new group). */
+  membersAdded(conversationId: string, userIds: string[]): void;
+  /** A user left: the remaining members and the user hear of it. */
+  memberRemoved(conversationId: string, userId: string): void;
 }
 
-export const noEvents: EventPublisher = { publish() {} };
+export const noEvents: EventPublisher = { publish() {}, membersAdded() {}, memberRemoved() {} };

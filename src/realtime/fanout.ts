@@ -1,62 +1,77 @@
-import { randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import type { Logger } from '../log.js';
 import { UUID_PATTERN } from '../http/validation.js';
+import type { MasterKeyring } from '../keys/keyring.js';
 import type { ConversationEvent, EventPublisher } from './events.js';
 import type { SocketHub } from './hub.js';
 import type { MemberDirectory } from './member-directory.js';
 import { packr } from './protocol.js';
+import { PubSubSealer } from './pubsub-seal.js';
 
 /**
- * Channel layout: one channel per user (`sotalk:u:<user id>`), subscribed to only by the
- * instances that hold a socket of that user, plus one control channel for membership-cache
- * invalidations. An event costs one PUBLISH per recipient and reaches only the instances that
- * serve a recipient, so cost grows with recipients, never with instances × users.
+ * Channel layout: one channel per conversation (`sotalk:c:{<id>}`, the braces keep a cluster's
+ * hash slot per conversation), subscribed to only by instances with a member of it online, and
+ * one control channel for membership changes, which every instance hears (a member added on one
+ * instance may be online on any other, which must subscribe). Every event costs exactly one
+ * PUBLISH, whatever the number of members or instances. Payloads are sealed (PubSubSealer):
+ * Redis never sees plaintext, and a message that does not open is dropped and counted.
  */
-const USER_CHANNEL_PREFIX = 'sotalk:u:';
+const CONVERSATION_CHANNEL = (id: string) => `sotalk:c:{${id}}`;
+const CONVERSATION_CHANNEL_PATTERN = /^sotalk:c:\{([0-9a-f-]{36})\}$/;
 const CONTROL_CHANNEL = 'sotalk:ctl';
-const EVENT_TYPES = new Set(['new_message', 'message_updated', 'message_deleted', 'receipt', 'typing', 'key_rotated', 'member_added', 'member_removed']);
+/** Sealed events older (or further in the future) than this are dropped as replays. */
+const MAX_AGE_MS = 60_000;
+const MAX_MEMBERS_PER_EVENT = 100_000;
+const EVENT_TYPES = new Set(['new_message', 'message_updated', 'message_deleted', 'receipt', 'typing', 'key_rotated']);
 
-interface WireEvent {
-  /** Origin instance: an instance ignores its own publications (it delivered locally). */
-  o: string;
-  e: ConversationEvent;
-  /** A user whose sockets must not get it (the typer). */
-  x?: string;
-}
+/** What travels inside a sealed payload. */
+type Wire =
+  | { t: number; k: 'event'; e: ConversationEvent; p?: number }
+  | { t: number; k: 'typing'; c: string; u: string }
+  | { t: number; k: 'added'; c: string; u: string[] }
+  | { t: number; k: 'removed'; c: string; u: string };
 
-interface WireControl {
-  o: string;
-  invalidate: string;
-}
+export type PubSubOutcome = 'delivered' | 'own' | 'dropped';
 
 export interface EventBusOptions {
   hub: SocketHub;
   directory: MemberDirectory;
+  keyring: MasterKeyring;
   logger: Logger;
   redisUrl?: string | undefined;
-  /** A malformed pub/sub message was dropped. */
-  onRejected?: () => void;
+  /** A PUBLISH was sent, by channel kind. */
+  onPublish?: (kind: 'conversation' | 'control') => void;
+  /** A pub/sub message arrived: delivered, our own (skipped) or dropped (forged, stale, malformed). */
+  onReceived?: (outcome: PubSubOutcome) => void;
   onRedisError?: () => void;
+  clock?: () => number;
 }
 
 /** Routes conversation events to members' sockets: here through the hub, elsewhere through Redis. */
 export class EventBus implements EventPublisher {
-  readonly instanceId = randomUUID();
   readonly #hub: SocketHub;
   readonly #directory: MemberDirectory;
   readonly #logger: Logger;
+  readonly #sealer: PubSubSealer;
   readonly #pub: Redis | undefined;
   readonly #sub: Redis | undefined;
-  readonly #onRejected: () => void;
-  /** Local socket count per user, to subscribe to a user's channel once. */
-  readonly #online = new Map<string, number>();
+  readonly #clock: () => number;
+  readonly #onPublish: NonNullable<EventBusOptions['onPublish']>;
+  readonly #onReceived: NonNullable<EventBusOptions['onReceived']>;
+  /** Channels to (un)subscribe, sent together on the next turn of the event loop. */
+  #toSubscribe = new Set<string>();
+  #toUnsubscribe = new Set<string>();
+  #scheduled = false;
 
   constructor(options: EventBusOptions) {
     this.#hub = options.hub;
     this.#directory = options.directory;
     this.#logger = options.logger;
-    this.#onRejected = options.onRejected ?? (() => {});
+    this.#clock = options.clock ?? Date.now;
+    this.#sealer = new PubSubSealer(options.keyring, randomBytes(16));
+    this.#onPublish = options.onPublish ?? (() => {});
+    this.#onReceived = options.onReceived ?? (() => {});
     if (options.redisUrl) {
       const common = { maxRetriesPerRequest: 1, retryStrategy: (n: number) => Math.min(50 * n, 2000), lazyConnect: false };
       // Publishing while Redis is down fails fast (events are best-effort) instead of queueing without bound.
@@ -65,11 +80,11 @@ export class EventBus implements EventPublisher {
       this.#sub = new Redis(options.redisUrl, { ...common, maxRetriesPerRequest: null, autoResubscribe: true, connectionName: 'sotalk-sub' });
       let connectedBefore = false;
       this.#sub.on('ready', () => {
-        // After an outage: invalidations were missed (forget cached memberships) and subscriptions
-        // made while down may have failed (subscribe again; repeating one is harmless).
+        // After an outage: membership changes were missed (forget cached memberships) and
+        // subscriptions made while down may have failed (subscribe again; repeating one is harmless).
         if (connectedBefore) this.#directory.clear();
         connectedBefore = true;
-        const channels = [CONTROL_CHANNEL, ...[...this.#online.keys()].map((u) => USER_CHANNEL_PREFIX + u)];
+        const channels = [CONTROL_CHANNEL, ...this.#hub.servedConversations().map(CONVERSATION_CHANNEL)];
         void this.#sub?.subscribe(...channels).catch(() => {});
       });
       for (const conn of [this.#pub, this.#sub]) {
@@ -86,90 +101,135 @@ export class EventBus implements EventPublisher {
     return this.#pub;
   }
 
-  publish(conversationId: string, event: ConversationEvent, alsoTo: string[] = []): void {
-    this.#route(conversationId, event, alsoTo, undefined);
+  /** The hub's first local member of a conversation came online: listen on its channel. */
+  serve = (conversationId: string): void => {
+    if (!this.#sub) return;
+    const channel = CONVERSATION_CHANNEL(conversationId);
+    if (!this.#toUnsubscribe.delete(channel)) this.#toSubscribe.add(channel);
+    this.#scheduleSubscriptions();
+  };
+
+  unserve = (conversationId: string): void => {
+    if (!this.#sub) return;
+    const channel = CONVERSATION_CHANNEL(conversationId);
+    if (!this.#toSubscribe.delete(channel)) this.#toUnsubscribe.add(channel);
+    this.#scheduleSubscriptions();
+  };
+
+  #scheduleSubscriptions(): void {
+    if (this.#scheduled) return;
+    this.#scheduled = true;
+    setImmediate(() => {
+      this.#scheduled = false;
+      const sub = [...this.#toSubscribe];
+      const unsub = [...this.#toUnsubscribe];
+      this.#toSubscribe.clear();
+      this.#toUnsubscribe.clear();
+      if (this.#sub?.status !== 'ready') return; // 'ready' subscribes to everything served
+      if (sub.length > 0) void this.#sub.subscribe(...sub).catch(() => {});
+      if (unsub.length > 0) void this.#sub.unsubscribe(...unsub).catch(() => {});
+    });
+  }
+
+  /** A conversation event (not typing or membership): to local members now, to other instances through Redis. */
+  publish(conversationId: string, event: ConversationEvent, prevAt?: number): void {
+    this.#hub.deliver(conversationId, event, prevAt);
+    this.#send(CONVERSATION_CHANNEL(conversationId), prevAt === undefined ? { t: this.#clock(), k: 'event', e: event } : { t: this.#clock(), k: 'event', e: event, p: prevAt });
   }
 
   /** Typing goes to every member's sockets except the typer's own. */
   typing(conversationId: string, userId: string): void {
-    this.#route(conversationId, { type: 'typing', conversation_id: conversationId, user_id: userId }, [], userId);
+    this.#typingHere(conversationId, userId);
+    this.#send(CONVERSATION_CHANNEL(conversationId), { t: this.#clock(), k: 'typing', c: conversationId, u: userId });
   }
 
-  #route(conversationId: string, event: ConversationEvent, alsoTo: string[], exceptUser: string | undefined): void {
-    if (event.type === 'member_added' || event.type === 'member_removed') this.#invalidate(conversationId);
+  #typingHere(conversationId: string, userId: string): void {
     this.#directory.members(conversationId).then(
-      (members) => {
-        const targets = alsoTo.length ? [...new Set([...members, ...alsoTo])] : members;
-        this.#hub.deliver(targets, event, exceptUser);
-        if (this.#pub && this.#pub.status === 'ready') {
-          const wire: WireEvent = exceptUser ? { o: this.instanceId, e: event, x: exceptUser } : { o: this.instanceId, e: event };
-          const payload = packr.pack(wire);
-          for (const user of targets) {
-            if (user !== exceptUser) this.#pub.publish(USER_CHANNEL_PREFIX + user, payload).catch(() => {});
-          }
-        }
-      },
-      (err: unknown) => this.#logger.warn({ conversationId, err: { message: (err as Error).message } }, 'event routing failed'),
+      (members) => this.#hub.typing(conversationId, userId, members),
+      (err: unknown) => this.#logger.warn({ conversationId, err: { message: (err as Error).message } }, 'typing routing failed'),
     );
   }
 
-  #invalidate(conversationId: string): void {
+  membersAdded(conversationId: string, userIds: string[]): void {
     this.#directory.invalidate(conversationId);
-    if (this.#pub?.status === 'ready') {
-      const control: WireControl = { o: this.instanceId, invalidate: conversationId };
-      this.#pub.publish(CONTROL_CHANNEL, packr.pack(control)).catch(() => {});
+    this.#hub.membersAdded(conversationId, userIds);
+    this.#send(CONTROL_CHANNEL, { t: this.#clock(), k: 'added', c: conversationId, u: userIds });
+  }
+
+  memberRemoved(conversationId: string, userId: string): void {
+    this.#directory.invalidate(conversationId);
+    this.#hub.memberRemoved(conversationId, userId);
+    this.#send(CONTROL_CHANNEL, { t: this.#clock(), k: 'removed', c: conversationId, u: userId });
+  }
+
+  #send(channel: string, wire: Wire): void {
+    if (this.#pub?.status !== 'ready') return;
+    let payload: Buffer;
+    try {
+      payload = this.#sealer.seal(channel, packr.pack(wire));
+    } catch (err) {
+      this.#logger.warn({ channel, err: { message: (err as Error).message } }, 'event could not be encoded');
+      return;
     }
+    this.#onPublish(channel === CONTROL_CHANNEL ? 'control' : 'conversation');
+    this.#pub.publish(channel, payload).catch(() => {});
   }
 
   #onRemote(channel: string, message: Buffer): void {
+    const opened = this.#sealer.open(channel, message);
+    if (opened.kind === 'own') return this.#onReceived('own');
+    const wire = opened.kind === 'ok' ? this.#decode(opened.plaintext) : undefined;
+    const conversationId = channel === CONTROL_CHANNEL ? undefined : CONVERSATION_CHANNEL_PATTERN.exec(channel)?.[1];
+    if (!wire || (channel !== CONTROL_CHANNEL && !conversationId) || !this.#apply(wire, conversationId)) {
+      this.#onReceived('dropped');
+      return;
+    }
+    this.#onReceived('delivered');
+  }
+
+  #decode(plaintext: Buffer): Wire | undefined {
     let wire: unknown;
     try {
-      wire = packr.unpack(message);
+      wire = packr.unpack(plaintext);
     } catch {
-      this.#onRejected();
-      return;
+      return undefined;
     }
-    if (!wire || typeof wire !== 'object' || typeof (wire as WireEvent).o !== 'string') {
-      this.#onRejected();
-      return;
-    }
-    if ((wire as WireEvent).o === this.instanceId) return;
-    if (channel === CONTROL_CHANNEL) {
-      const id = (wire as WireControl).invalidate;
-      if (typeof id === 'string' && UUID_PATTERN.test(id)) this.#directory.invalidate(id);
-      else this.#onRejected();
-      return;
-    }
-    const user = channel.slice(USER_CHANNEL_PREFIX.length);
-    const event = (wire as WireEvent).e as { type?: unknown; conversation_id?: unknown; message?: { conversation_id?: unknown; seq?: unknown } } | undefined;
-    const conversationId = event?.type === 'new_message' || event?.type === 'message_updated' ? event.message?.conversation_id : event?.conversation_id;
-    if (!channel.startsWith(USER_CHANNEL_PREFIX) || !event || typeof event.type !== 'string' || !EVENT_TYPES.has(event.type) || typeof conversationId !== 'string') {
-      this.#onRejected();
-      return;
-    }
-    if (event.type === 'new_message' && typeof event.message?.seq !== 'number') {
-      this.#onRejected();
-      return;
-    }
-    if (event.type === 'member_added' || event.type === 'member_removed') this.#directory.invalidate(conversationId);
-    this.#hub.deliver([user], event as ConversationEvent, (wire as WireEvent).x);
+    if (!wire || typeof wire !== 'object') return undefined;
+    const t = (wire as { t?: unknown }).t;
+    if (typeof t !== 'number' || Math.abs(this.#clock() - t) > MAX_AGE_MS) return undefined;
+    return wire as Wire;
   }
 
-  /** A user's first socket here: listen on their channel. */
-  userOnline(userId: string): void {
-    const n = (this.#online.get(userId) ?? 0) + 1;
-    this.#online.set(userId, n);
-    if (n === 1) void this.#sub?.subscribe(USER_CHANNEL_PREFIX + userId).catch(() => {});
-  }
-
-  userOffline(userId: string): void {
-    const n = (this.#online.get(userId) ?? 1) - 1;
-    if (n > 0) {
-      this.#online.set(userId, n);
-      return;
+  /** Validates and delivers a remote message; false when it is not one this server sends. */
+  #apply(wire: Wire, channelConversation: string | undefined): boolean {
+    switch (wire.k) {
+      case 'event': {
+        const e = wire.e as { type?: unknown; conversation_id?: unknown; message?: { conversation_id?: unknown; seq?: unknown } } | undefined;
+        if (!e || typeof e.type !== 'string' || !EVENT_TYPES.has(e.type) || e.type === 'typing') return false;
+        const id = e.type === 'new_message' || e.type === 'message_updated' ? e.message?.conversation_id : e.conversation_id;
+        if (id !== channelConversation) return false;
+        if (e.type === 'new_message' && !Number.isSafeInteger(e.message?.seq)) return false;
+        if (wire.p !== undefined && typeof wire.p !== 'number') return false;
+        this.#hub.deliver(channelConversation!, wire.e, wire.p);
+        return true;
+      }
+      case 'typing':
+        if (wire.c !== channelConversation || !isUuid(wire.u)) return false;
+        this.#typingHere(wire.c, wire.u);
+        return true;
+      case 'added':
+        if (channelConversation !== undefined || !isUuid(wire.c) || !Array.isArray(wire.u) || wire.u.length > MAX_MEMBERS_PER_EVENT || !wire.u.every(isUuid)) return false;
+        this.#directory.invalidate(wire.c);
+        this.#hub.membersAdded(wire.c, wire.u);
+        return true;
+      case 'removed':
+        if (channelConversation !== undefined || !isUuid(wire.c) || !isUuid(wire.u)) return false;
+        this.#directory.invalidate(wire.c);
+        this.#hub.memberRemoved(wire.c, wire.u);
+        return true;
+      default:
+        return false;
     }
-    this.#online.delete(userId);
-    void this.#sub?.unsubscribe(USER_CHANNEL_PREFIX + userId).catch(() => {});
   }
 
   async ping(): Promise<void> {
@@ -183,3 +243,5 @@ export class EventBus implements EventPublisher {
     this.#sub?.disconnect();
   }
 }
+
+const isUuid = (v: unknown): v is string => typeof v === 'string' && UUID_PATTERN.test(v);

@@ -36,6 +36,12 @@ export class MemberDirectory {
     return loading;
   }
 
+  /** The conversations a user is a member of (for subscribing their sockets; not cached). */
+  async conversationsOf(userId: string): Promise<string[]> {
+    const { rows } = await this.#pool.query<{ id: string }>('SELECT conversation_id AS id FROM conversation_members WHERE user_id = $1', [userId]);
+    return rows.map((r) => r.id);
+  }
+
   clear(): void {
     this.#cache.clear();
     this.#loading.clear();

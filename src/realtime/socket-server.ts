@@ -11,7 +11,7 @@ import type { Limit, RateLimiter } from '../services/rate-limiter.js';
 import { parseInput } from '../http/validation.js';
 import { toSendInput } from '../http/messages-routes.js';
 import type { EventBus } from './fanout.js';
-import { userTopic, type SocketHub } from './hub.js';
+import type { SocketHub } from './hub.js';
 import { MSGPACK_PROTOCOL, clientFrame, decodeFrame, packr, requestIdOf, type ClientFrame } from './protocol.js';
 
 interface SocketData {
@@ -84,10 +84,9 @@ export class SocketServer {
       open: (ws) => {
         const data = ws.getUserData();
         this.#sockets.add(ws);
-        ws.subscribe(userTopic(data.userId, data.msgpack));
-        o.bus.userOnline(data.userId);
         o.onConnections?.(1);
-        this.#reply(ws, data, { type: 'hello', user_id: data.userId });
+        // hello once the socket is subscribed to the user's conversations: every later event reaches it
+        void o.hub.attach(ws, data.userId).then(() => this.#reply(ws, data, { type: 'hello', user_id: data.userId }));
       },
       message: (ws, message, isBinary) => {
         o.onFrames?.('in', 1);
@@ -118,7 +117,7 @@ export class SocketServer {
         const data = ws.getUserData();
         data.closed = true;
         this.#sockets.delete(ws);
-        o.bus.userOffline(data.userId);
+        o.hub.detach(ws, data.userId);
         o.onConnections?.(-1);
       },
     });

@@ -165,7 +165,7 @@ export class ConversationService {
     if (!row) throw new Error('direct conversation vanished after a conflicting insert');
     const conversation = await this.#withMembers(row);
     if (inserted) {
-      for (const m of conversation.members) this.#events.publish(row.id, { type: 'member_added', conversation_id: row.id, user_id: m.user_id });
+      this.#events.membersAdded(row.id, conversation.members.map((m) => m.user_id));
     }
     return { conversation, created: inserted !== undefined, row };
   }
@@ -186,7 +186,7 @@ export class ConversationService {
     });
     if (!row) throw new Error('group insert returned no row');
     const conversation = await this.#withMembers(row);
-    for (const m of conversation.members) this.#events.publish(row.id, { type: 'member_added', conversation_id: row.id, user_id: m.user_id });
+    this.#events.membersAdded(row.id, conversation.members.map((m) => m.user_id));
     return conversation;
   }
 
@@ -211,7 +211,7 @@ export class ConversationService {
     if ((await countExistingUsers(this.#pool, [userId])) !== 1) throw notFound('user', 'user_id');
     if (await addMember(this.#pool, conversationId, userId)) {
       await touchConversation(this.#pool, conversationId);
-      this.#events.publish(conversationId, { type: 'member_added', conversation_id: conversationId, user_id: userId });
+      this.#events.membersAdded(conversationId, [userId]);
     }
     return this.get(conversationId, actorId);
   }
@@ -222,7 +222,7 @@ export class ConversationService {
     if (userId !== actorId && conv.role !== 'owner') throw forbidden('only the owner can remove other members');
     if (!(await removeMember(this.#pool, conversationId, userId))) throw notFound('member', 'user_id');
     await touchConversation(this.#pool, conversationId);
-    this.#events.publish(conversationId, { type: 'member_removed', conversation_id: conversationId, user_id: userId }, [userId]);
+    this.#events.memberRemoved(conversationId, userId);
   }
 
   async markRead(conversationId: string, userId: string, seq: number, kind: 'read' | 'delivered' = 'read'): Promise<Receipt> {
@@ -230,7 +230,8 @@ export class ConversationService {
     if (!row) throw notFound('conversation');
     if (seq > row.last_seq) throw invalid('seq', `seq is above the conversation's last_seq (${row.last_seq})`);
     const receipt = { conversation_id: row.conversation_id, user_id: row.user_id, delivered_seq: row.delivered_seq, read_seq: row.read_seq };
-    this.#events.publish(conversationId, { type: 'receipt', ...receipt });
+    // A receipt that moves nothing (a repeat, or below what is recorded) is not news.
+    if (row.changed) this.#events.publish(conversationId, { type: 'receipt', ...receipt });
     return receipt;
   }
 

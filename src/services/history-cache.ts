@@ -6,6 +6,9 @@ export interface CachedPage {
   version: HistoryVersion;
   rows: DecryptedRow[];
   hasMore: boolean;
+  /** Receipts read with the page, and the member it was loaded for (membership proven for them). */
+  members: { user_id: string; delivered_seq: number; read_seq: number }[];
+  loadedFor: string;
 }
 
 const pageBytes = (p: CachedPage) => 256 + p.rows.reduce((n, r) => n + 400 + (r.content?.length ?? 0) * 2, 0);

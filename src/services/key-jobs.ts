@@ -237,7 +237,7 @@ export class KeyJobs {
   async reindex(conversationId: string | undefined, all: boolean, progress: Progress): Promise<{ total: number; indexed: number; failed: string[] }> {
     const search = this.#o.search;
     if (!search) throw new Error('search is disabled (SEARCH_ENABLED=false)');
-    const from = `${STREAM_FROM} LEFT JOIN message_search_state s ON s.message_id = m.id`;
+    const from = `${STREAM_FROM} LEFT JOIN message_search_index s ON s.message_id = m.id`;
     const conditions = ['m.deleted_at IS NULL'];
     const params: unknown[] = [];
     if (!all) {

@@ -1,4 +1,4 @@
-import { v7 as uuidv7 } from 'uuid';
+import { newId } from '../crypto/ids.js';
 import type pg from 'pg';
 import { ApiError, forbidden, invalid, notFound } from '../errors.js';
 import { listMembers, type ConversationRow, type MemberRow } from '../db/conversations.js';
@@ -8,17 +8,18 @@ import {
   selectMessageAccess,
   selectConversationState,
   selectMessagesBySeq,
-  selectPage,
   tombstoneMessage,
   updateMessageContent,
+  type ConversationState,
   type MessageRow,
   type PageCursor,
 } from '../db/messages.js';
+import { selectMemberPage } from '../db/history.js';
 import type { AuditPurpose } from '../db/audit.js';
 import type { MessageCipher, OpenJob } from '../cipher/message-cipher.js';
 import type { KeyRef } from '../keys/conversation-keys.js';
 import type { KeyVersions } from '../keys/key-versions.js';
-import type { SearchKeys } from '../keys/search-keys.js';
+import type { SearchTokenizer } from './search-tokenizer.js';
 import type { Logger } from '../log.js';
 import type { EventPublisher } from '../realtime/events.js';
 import type { AuditLog } from './audit-log.js';
@@ -26,7 +27,7 @@ import type { SendBatcher, SendOutcome } from './send-batcher.js';
 import { sqlState, withTransaction } from '../db/transaction.js';
 import type { RateLimiter, Limit } from './rate-limiter.js';
 import type { ConversationService } from './conversations.js';
-import type { HistoryCache } from './history-cache.js';
+import type { CachedPage, HistoryCache } from './history-cache.js';
 import { ReceiptView, statusAcross, toMessage, type DecryptedRow, type Message } from './message-view.js';
 
 export const CONTENT_TYPES = ['text', 'markdown', 'json', 'image', 'file', 'audio', 'video'] as const;
@@ -64,7 +65,7 @@ export interface MessageServiceOptions {
   limiter: RateLimiter;
   sendLimit: Limit;
   /** Blind-index tokens for search; null when SEARCH_ENABLED=false. */
-  search: SearchKeys | null;
+  search: SearchTokenizer | null;
 }
 
 const aadOf = (conversationId: string, messageId: string, senderId: string) => `${conversationId}:${messageId}:${senderId}`;
@@ -78,9 +79,11 @@ export class MessageService {
   }
 
   /** Search tokens to store with a message (indexed in the same transaction as it). */
-  #index(conversationId: string, content: string): { tokens: Buffer[]; fingerprint: string } | null {
+  async #index(conversationId: string, content: string): Promise<{ tokens: Buffer[]; fingerprint: string } | null> {
     const search = this.#o.search;
-    return search ? { tokens: search.tokensFor(conversationId, content), fingerprint: search.activeFingerprint } : null;
+    if (!search) return null;
+    const fingerprint = search.activeFingerprint;
+    return { tokens: await search.tokensFor(conversationId, content), fingerprint };
   }
 
   /** The content's UTF-8 bytes (encoded once: measured, then sealed); 413 when too large. */
@@ -115,8 +118,10 @@ export class MessageService {
       conversationId = input.conversationId!;
       keyVersion = await this.#o.conversations.currentKeyVersion(conversationId);
     }
-    const id = uuidv7();
-    const search = this.#index(conversationId, input.content);
+    const id = newId();
+    // tokens are computed (on a worker) while the message is sealed here
+    const indexing = this.#index(conversationId, input.content);
+    indexing.catch(() => {});
     let outcome: SendOutcome;
     for (let attempt = 1; ; attempt++) {
       const key = await this.#o.keys.forEncryption(conversationId, keyVersion);
@@ -135,7 +140,7 @@ export class MessageService {
           signature: input.signature,
           replyToId: input.replyToId,
           clientMessageId: input.clientMessageId,
-          search,
+          search: await indexing,
         });
       } catch (err) {
         // A send with the same client_message_id committed by another instance in between.
@@ -173,7 +178,7 @@ export class MessageService {
       input.content,
       'sent',
     );
-    this.#o.events.publish(conversationId, { type: 'new_message', message });
+    this.#o.events.publish(conversationId, { type: 'new_message', message }, outcome.prevAt);
     return { message, created: true };
   }
 
@@ -185,26 +190,37 @@ export class MessageService {
     return toMessage(row, input.content, receipts.statusOf(row.sender_id, row.seq));
   }
 
-  /** One history page; hot pages come from the in-process cache while the history is unchanged. */
+  /**
+   * One history page. Cold: one query (membership, receipts and rows in one snapshot; nothing is
+   * decrypted for a non-member), one decryption batch. Hot: the in-process cache while the
+   * conversation's history version is unchanged (checked against the database on every read).
+   */
   async page(viewerId: string, conversationId: string, cursor: PageCursor, limit: number, requestId: string): Promise<{ messages: Message[]; has_more: boolean }> {
     const key = `${conversationId}:${cursor.kind}:${cursor.kind === 'latest' ? '' : cursor.seq}:${limit}`;
-    const load = () =>
-      this.#o.history.load(key, async () => {
-        const { rows, version } = await selectPage(this.#o.pool, conversationId, cursor, limit + 1);
-        if (version === undefined) return undefined;
-        const page = rows.slice(0, limit);
-        if (cursor.kind !== 'after') page.reverse();
-        return { version, rows: await this.#decrypt(page, requestId), hasMore: rows.length > limit };
-      });
     const cached = this.#o.history.peek(key);
-    // Cold: read state and page together; warm: check the version first, reload only if stale.
-    const [state, first] = await Promise.all([selectConversationState(this.#o.pool, conversationId), cached ? Promise.resolve(cached) : load()]);
-    if (!state || !state.members.some((m) => m.user_id === viewerId)) throw notFound('conversation');
-    let page = first;
-    if (!page || page.version !== state.version) page = await load();
-    if (page && page.version !== state.version) page = await load();
+    if (cached) {
+      const state = await selectConversationState(this.#o.pool, conversationId);
+      if (!state || !state.members.some((m) => m.user_id === viewerId)) throw notFound('conversation');
+      if (cached.version === state.version) return this.#servePage(viewerId, cached, state.members, requestId);
+    }
+    // Identical concurrent cold reads share one query and decryption; a page loaded for another
+    // viewer proves nothing about this one's membership, so that caller loads its own.
+    const shared = await this.#o.history.load(key, () => this.#coldPage(viewerId, conversationId, cursor, limit, requestId));
+    const page = shared?.loadedFor === viewerId ? shared : await this.#coldPage(viewerId, conversationId, cursor, limit, requestId);
     if (!page) throw notFound('conversation');
-    const receipts = new ReceiptView(state.members);
+    return this.#servePage(viewerId, page, page.members, requestId);
+  }
+
+  async #coldPage(viewerId: string, conversationId: string, cursor: PageCursor, limit: number, requestId: string) {
+    const found = await selectMemberPage(this.#o.pool, conversationId, viewerId, cursor, limit + 1);
+    if (!found) return undefined;
+    const page = found.rows.slice(0, limit);
+    if (cursor.kind !== 'after') page.reverse();
+    return { version: found.state.version, members: found.state.members, loadedFor: viewerId, rows: await this.#decrypt(page, requestId), hasMore: found.rows.length > limit };
+  }
+
+  #servePage(viewerId: string, page: CachedPage, members: ConversationState['members'], requestId: string): { messages: Message[]; has_more: boolean } {
+    const receipts = new ReceiptView(members);
     const messages = this.#present(viewerId, page.rows, (r) => receipts.statusOf(r.sender_id, r.seq), 'fetch', requestId);
     return { messages, has_more: page.hasMore };
   }
@@ -217,10 +233,11 @@ export class MessageService {
     if (access.deleted_at) throw new ApiError('conflict', 'a deleted message cannot be edited');
     const key = await this.#o.keys.forEncryption(access.conversation_id, access.current_key_version);
     const sealed = await this.#seal(key, messageId, userId, plaintext);
+    const search = await this.#index(access.conversation_id, content);
     // Lock first: the update's token replacement must see writes committed while it waited (a re-index).
     const row = await withTransaction(this.#o.pool, async (client) => {
       await lockMessage(client, messageId);
-      return updateMessageContent(client, messageId, { ...sealed, keyVersion: key.version }, this.#index(access.conversation_id, content));
+      return updateMessageContent(client, messageId, { ...sealed, keyVersion: key.version }, search);
     });
     if (!row) throw new ApiError('conflict', 'a deleted message cannot be edited');
     const receipts = new ReceiptView(await listMembers(this.#o.pool, [row.conversation_id]));

@@ -4,14 +4,14 @@ import { invalid } from '../errors.js';
 import { listMembers } from '../db/conversations.js';
 import { memberConversationIds, selectSearchPage } from '../db/search.js';
 import { searchWords } from '../crypto/search-tokens.js';
-import type { SearchKeys } from '../keys/search-keys.js';
+import type { SearchTokenizer } from './search-tokenizer.js';
 import type { ConversationService } from './conversations.js';
 import { statusAcross, type Message } from './message-view.js';
 import type { MessageService } from './messages.js';
 
 export interface SearchServiceOptions {
   pool: pg.Pool;
-  keys: SearchKeys;
+  tokens: SearchTokenizer;
   conversations: ConversationService;
   messages: MessageService;
   /** Signs paging cursors, so a cursor the server did not issue is refused. */
@@ -68,7 +68,7 @@ export class SearchService {
       conversationIds = await memberConversationIds(this.#o.pool, viewerId);
     }
     if (conversationIds.length === 0) return { results: [], next_cursor: null };
-    const tokens = this.#o.keys.queryTokens(conversationIds, words);
+    const tokens = await this.#o.tokens.queryTokens(conversationIds, words);
     const rows = await selectSearchPage(this.#o.pool, tokens, words.length, cursor, limit + 1);
     const page = rows.slice(0, limit);
     const members = await listMembers(this.#o.pool, [...new Set(page.map((r) => r.conversation_id))]);

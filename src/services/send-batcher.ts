@@ -1,16 +1,10 @@
 import type pg from 'pg';
-import { checkBatch, insertMessageBatch, lockConversations, type BatchMessage, type NewMessage } from '../db/messages.js';
-import { withTransaction } from '../db/transaction.js';
+import type { NewMessage } from '../db/messages.js';
+import { commitSendBatch, type CommitOptions, type CommitVerdict } from '../db/send-commit.js';
+import { sqlState } from '../db/transaction.js';
 import type { Logger } from '../log.js';
 
-export type SendOutcome =
-  | { kind: 'inserted'; seq: number; created_at: Date; updated_at: Date }
-  /** The sender already has a message with this client_message_id here: answer with it. */
-  | { kind: 'duplicate' }
-  | { kind: 'not_member' }
-  | { kind: 'bad_reply' }
-  /** Encrypted under a key version that is no longer current (rotated meanwhile): seal again. */
-  | { kind: 'stale_key'; currentVersion: number };
+export type SendOutcome = CommitVerdict;
 
 interface Pending {
   message: NewMessage;
@@ -26,21 +20,18 @@ export interface SendBatcherOptions {
   /** Flushes running at once (each holds a database connection). */
   maxInFlight?: number;
   onFlush?: (size: number, seconds: number) => void;
-  /**
-   * Retires full key versions inside the flush's transaction: called for each key version the
-   * batch used with its message count; returns true when it made a new version current.
-   */
-  retireKeyVersion?: (client: pg.PoolClient, conversationId: string, version: number, messageCount: number) => Promise<boolean>;
+  /** Key retirement by count, and the master key and time new versions are created with. */
+  keyPolicy?: () => CommitOptions;
   /** After a commit that retired key versions (to refresh caches). */
   onKeysRetired?: (conversationIds: string[]) => void;
 }
 
 /**
  * Group commit for sends: messages submitted in the same turn of the event loop (and while all
- * flush slots are busy) are written in one transaction — lock conversations, check membership,
- * idempotency and reply targets, assign gap-free seqs, multi-row insert — and each sender is
- * answered only after the commit. A failed flush is retried message by message, so a failure
- * fails only the messages it belongs to.
+ * flush slots are busy) are written by one call of a server-side function — one round trip that
+ * locks conversations, checks membership, idempotency and reply targets, assigns gap-free seqs and
+ * inserts — and each sender is answered only after the commit. A failed flush is retried message by
+ * message, so a failure fails only the messages it belongs to.
  */
 export class SendBatcher {
   readonly #pool: pg.Pool;
@@ -48,7 +39,7 @@ export class SendBatcher {
   readonly #maxBatch: number;
   readonly #maxInFlight: number;
   readonly #onFlush: SendBatcherOptions['onFlush'];
-  readonly #retire: SendBatcherOptions['retireKeyVersion'];
+  readonly #keyPolicy: () => CommitOptions;
   readonly #onRetired: SendBatcherOptions['onKeysRetired'];
   #pending: Pending[] = [];
   #inFlight = 0;
@@ -63,7 +54,7 @@ export class SendBatcher {
     this.#maxBatch = options.maxBatch ?? 256;
     this.#maxInFlight = options.maxInFlight ?? 4;
     this.#onFlush = options.onFlush;
-    this.#retire = options.retireKeyVersion;
+    this.#keyPolicy = options.keyPolicy ?? (() => ({ maxMessagesPerKey: 0, activeFingerprint: '', nowUnixSeconds: Math.floor(Date.now() / 1000) }));
     this.#onRetired = options.onKeysRetired;
   }
 
@@ -123,10 +114,10 @@ export class SendBatcher {
   async #flush(batch: Pending[]): Promise<void> {
     const started = performance.now();
     try {
-      const { outcomes, retired } = await withTransaction(this.#pool, (client) => this.#write(client, batch.map((p) => p.message)));
+      const { verdicts, retired } = await this.#commit(batch.map((p) => p.message));
       if (retired.length > 0) this.#onRetired?.(retired);
-      batch.forEach((p, i) => p.resolve(outcomes[i]!));
       this.#onFlush?.(batch.length, (performance.now() - started) / 1000);
+      batch.forEach((p, i) => p.resolve(verdicts[i]!));
     } catch (err) {
       if (batch.length === 1) {
         batch[0]!.reject(err);
@@ -137,71 +128,16 @@ export class SendBatcher {
     }
   }
 
-  async #write(client: pg.PoolClient, messages: NewMessage[]): Promise<{ outcomes: SendOutcome[]; retired: string[] }> {
-    const conversationIds = [...new Set(messages.map((m) => m.conversationId))].sort();
-    const senders = uniqueBy(messages, (m) => `${m.conversationId}:${m.senderId}`).map((m) => ({ conversationId: m.conversationId, senderId: m.senderId }));
-    const clientIds = uniqueBy(
-      messages.filter((m) => m.clientMessageId !== null),
-      (m) => `${m.conversationId}:${m.senderId}:${m.clientMessageId}`,
-    ).map((m) => ({ conversationId: m.conversationId, senderId: m.senderId, clientMessageId: m.clientMessageId! }));
-    const replyIds = [...new Set(messages.flatMap((m) => (m.replyToId ? [m.replyToId] : [])))];
-
-    const lastSeq = new Map<string, number>();
-    const currentKey = new Map<string, { version: number; fingerprint: string; origin: string }>();
-    const locked = await lockConversations(client, conversationIds);
-    for (const c of locked) {
-      lastSeq.set(c.id, c.last_seq);
-      currentKey.set(c.id, { version: c.current_key_version, fingerprint: '', origin: '' });
-    }
-    // Sealed under a version an explicit rotation (of the same master key) has replaced: seal again.
-    // Automatic retirements and master-key changes accept messages already in flight.
-    const stale = (m: NewMessage) => {
-      const current = currentKey.get(m.conversationId)!;
-      return m.keyVersion < current.version && current.origin === 'explicit' && m.keyFingerprint === current.fingerprint;
-    };
-    const members = new Set<string>();
-    const duplicates = new Set<string>();
-    const replies = new Map<string, string>();
-    const keys = locked.map((c) => ({ conversationId: c.id, version: c.current_key_version }));
-    for (const row of await checkBatch(client, senders, clientIds, replyIds, keys)) {
-      if (row.kind === 'key') Object.assign(currentKey.get(row.conversation_id)!, { fingerprint: row.user_id, origin: row.client_message_id });
-      else if (row.kind === 'member') members.add(`${row.conversation_id}:${row.user_id}`);
-      else if (row.kind === 'duplicate') duplicates.add(`${row.conversation_id}:${row.user_id}:${row.client_message_id}`);
-      else replies.set(row.message_id!, row.conversation_id);
-    }
-
-    const outcomes: SendOutcome[] = [];
-    const accepted: { index: number; message: BatchMessage }[] = [];
-    const bumped = new Map<string, number>();
-    for (const [index, m] of messages.entries()) {
-      const clientKey = m.clientMessageId === null ? undefined : `${m.conversationId}:${m.senderId}:${m.clientMessageId}`;
-      const last = lastSeq.get(m.conversationId);
-      if (last === undefined || !members.has(`${m.conversationId}:${m.senderId}`)) outcomes[index] = { kind: 'not_member' };
-      else if (m.replyToId && replies.get(m.replyToId) !== m.conversationId) outcomes[index] = { kind: 'bad_reply' };
-      else if (clientKey && duplicates.has(clientKey)) outcomes[index] = { kind: 'duplicate' };
-      else if (stale(m)) outcomes[index] = { kind: 'stale_key', currentVersion: currentKey.get(m.conversationId)!.version };
-      else {
-        if (clientKey) duplicates.add(clientKey); // a second copy later in this batch replays the first
-        lastSeq.set(m.conversationId, last + 1);
-        bumped.set(m.conversationId, last + 1);
-        accepted.push({ index, message: { ...m, seq: last + 1 } });
+  /** One call; a deadlock or serialization failure did nothing and runs again. */
+  async #commit(messages: NewMessage[]) {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await commitSendBatch(this.#pool, messages, this.#keyPolicy());
+      } catch (err) {
+        const state = sqlState(err);
+        if (attempt >= 3 || (state !== '40P01' && state !== '40001')) throw err;
       }
     }
-    const retired: string[] = [];
-    if (accepted.length > 0) {
-      const { times, keyUse } = await insertMessageBatch(client, bumped, accepted.map((a) => a.message));
-      if (this.#retire) {
-        for (const use of keyUse) {
-          if (await this.#retire(client, use.conversation_id, use.version, use.message_count)) retired.push(use.conversation_id);
-        }
-      }
-      for (const { index, message } of accepted) {
-        const t = times.get(message.id);
-        if (!t) throw new Error('group commit: an inserted message is missing from the reply');
-        outcomes[index] = { kind: 'inserted', seq: message.seq, created_at: t.created_at, updated_at: t.updated_at };
-      }
-    }
-    return { outcomes, retired };
   }
 
   /** Messages waiting for a flush (a gauge for operators). */
@@ -214,10 +150,4 @@ export class SendBatcher {
     if (this.#pending.length === 0 && this.#inFlight === 0) return Promise.resolve();
     return new Promise((resolve) => this.#idle.push(resolve));
   }
-}
-
-function uniqueBy<T>(items: T[], key: (t: T) => string): T[] {
-  const seen = new Map<string, T>();
-  for (const item of items) if (!seen.has(key(item))) seen.set(key(item), item);
-  return [...seen.values()];
 }

@@ -166,7 +166,7 @@ describe('canary words never reach a table or a log line', () => {
        WHERE c.table_schema = 'public' ORDER BY 1, 2`,
     );
     const tables = new Set(columns.map((c) => c.table_name));
-    for (const t of ['messages', 'message_encryption_metadata', 'message_search_tokens', 'message_search_state', 'decryption_audit', 'conversations', 'users']) {
+    for (const t of ['messages', 'message_encryption_metadata', 'message_search_index', 'decryption_audit', 'conversations', 'users']) {
       expect(tables, t).toContain(t);
     }
     // Sanity: the scan sees a word stored in clear (a signature is stored as given, by design).
