@@ -226,6 +226,7 @@ export async function startServer(config: Config, deps: ServerDeps = {}): Promis
         const drained = await inFlight.drain(10_000);
         if (!drained) logger.warn({ inFlight: inFlight.count }, 'shutdown: requests still running after 10 s');
         await batcher.drain();
+        await limiter.close();
         sockets.closeAll();
         hub.close();
         await events.close();

@@ -15,23 +15,77 @@ if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 local ttl = redis.call('PTTL', KEYS[1])
 return {n, ttl}`;
 
-type RedisWithTake = Redis & { sotalkTake(key: string, windowMs: number): Promise<[number, number]> };
+// Adds each key's increment (ARGV[i + 1]), sets the expiry (ARGV[1] ms) of counters it creates,
+// returns every key's total: one command for everything an instance counted since its last sync.
+const SYNC_SCRIPT = `
+local out = {}
+for i, key in ipairs(KEYS) do
+  local add = tonumber(ARGV[i + 1])
+  local n = redis.call('INCRBY', key, add)
+  if n == add then redis.call('PEXPIRE', key, ARGV[1]) end
+  out[i] = n
+end
+return out`;
+
+type RedisWithScripts = Redis & {
+  sotalkTake(key: string, windowMs: number): Promise<[number, number]>;
+  sotalkSync(...args: (string | number)[]): Promise<number[]>;
+};
+
+interface Counter {
+  redisKey: string;
+  windowStart: number;
+  windowMs: number;
+  /** The shared total as Redis last reported it (everyone's takes, ours included). */
+  synced: number;
+  /** Our takes Redis has not heard of yet. */
+  local: number;
+  /** Our takes on their way to Redis in the sync running now. */
+  sending: number;
+}
+
+export interface RateLimiterOptions {
+  clock?: () => number;
+  /** How often counted takes are sent to Redis (ms). */
+  syncMs?: number;
+  /** A Redis call that does not answer within this is given up (counting stays local). */
+  redisTimeoutMs?: number;
+}
 
 /**
- * Fixed-window rate limits per (bucket, key). With Redis the counters are shared by every
- * instance; if Redis is unavailable the instance falls back to its own counters (limits stay
- * enforced per instance rather than failing every request).
+ * Fixed-window rate limits per (bucket, key), shared by every instance through Redis without a
+ * Redis round trip per request. Each instance counts takes locally and sends the counts of every
+ * key touched to Redis in one command every `syncMs` (50 ms), learning the shared totals back; a
+ * decision uses the last shared total plus the takes not yet sent. An instance may admit at most
+ * `allowance = floor(max × syncMs / window)` takes of a key that Redis has not heard of, so across
+ * N instances a key overshoots its limit by at most N × allowance (for the default 6,000 sends a
+ * minute: 5 per instance). Limits too small for an allowance of 1 (sign-ins, typing) are counted
+ * in Redis on every take, exactly. If Redis is unavailable, counts stay local (limits are then
+ * enforced per instance rather than failing requests) and reach Redis once it is back.
  */
 export class RateLimiter {
-  readonly #redis: RedisWithTake | undefined;
-  readonly #local = new LRUCache<string, { windowStart: number; count: number }>({ max: 200_000 });
+  readonly #redis: RedisWithScripts | undefined;
+  readonly #counters = new LRUCache<string, Counter>({ max: 200_000 });
+  readonly #dirty = new Set<Counter>();
   readonly #clock: () => number;
+  readonly #syncMs: number;
+  readonly #timeoutMs: number;
+  readonly #timer: NodeJS.Timeout | undefined;
+  #syncing: Promise<void> | undefined;
+  /** False after a sync failed or timed out, until one succeeds: takes then stop waiting for Redis. */
+  #answering = true;
 
-  constructor(redis?: Redis, clock: () => number = Date.now) {
-    this.#clock = clock;
+  constructor(redis?: Redis, options: RateLimiterOptions | (() => number) = {}) {
+    const o = typeof options === 'function' ? { clock: options } : options;
+    this.#clock = o.clock ?? Date.now;
+    this.#syncMs = o.syncMs ?? 50;
+    this.#timeoutMs = o.redisTimeoutMs ?? 200;
     if (redis) {
       redis.defineCommand('sotalkTake', { numberOfKeys: 1, lua: TAKE_SCRIPT });
-      this.#redis = redis as RedisWithTake;
+      redis.defineCommand('sotalkSync', { lua: SYNC_SCRIPT });
+      this.#redis = redis as RedisWithScripts;
+      this.#timer = setInterval(() => void this.sync(), this.#syncMs);
+      this.#timer.unref();
     }
   }
 
@@ -40,40 +94,106 @@ export class RateLimiter {
     if (limit.max <= 0) return;
     const now = this.#clock();
     const window = Math.floor(now / limit.windowMs);
-    let count: number;
-    let msLeft: number;
-    if (this.#redis?.status === 'ready') {
-      try {
-        // A stalled Redis must not stall every send: after 200 ms count locally instead.
-        let timer: NodeJS.Timeout | undefined;
-        const timeout = new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new Error('rate limit: redis timeout')), 200);
-        });
-        try {
-          [count, msLeft] = await Promise.race([this.#redis.sotalkTake(`sotalk:rl:${bucket}:${key}:${window}`, limit.windowMs), timeout]);
-        } finally {
-          clearTimeout(timer);
-        }
-      } catch {
-        [count, msLeft] = this.#takeLocal(bucket, key, window, now, limit);
-      }
-    } else {
-      [count, msLeft] = this.#takeLocal(bucket, key, window, now, limit);
+    const msLeft = (window + 1) * limit.windowMs - now;
+    const allowance = Math.floor((limit.max * this.#syncMs) / limit.windowMs);
+    if (allowance < 1 && this.#usable()) {
+      const exact = await this.#takeExact(`sotalk:rl:${bucket}:${key}:${window}`, limit.windowMs);
+      if (exact !== undefined) return this.#decide(exact, limit, msLeft, bucket);
     }
+    const counter = this.#counter(bucket, key, window, limit.windowMs);
+    // This instance has used its unshared allowance: send it and learn the total first (a sync
+    // already running carries older takes only, hence a second one).
+    for (let i = 0; i < 2 && allowance >= 1 && counter.local >= allowance && this.#usable(); i++) await this.sync();
+    const count = counter.synced + counter.sending + counter.local + 1;
+    if (count > limit.max) this.#decide(count, limit, msLeft, bucket);
+    counter.local++;
+    this.#dirty.add(counter);
+  }
+
+  #decide(count: number, limit: Limit, msLeft: number, bucket: string): void {
     if (count > limit.max) {
       throw new ApiError('rate_limited', `too many ${bucket} requests; retry later`, undefined, Math.max(1, Math.ceil(msLeft / 1000)));
     }
   }
 
-  #takeLocal(bucket: string, key: string, window: number, now: number, limit: Limit): [number, number] {
+  #counter(bucket: string, key: string, window: number, windowMs: number): Counter {
     const id = `${bucket}:${key}`;
-    const start = window * limit.windowMs;
-    const entry = this.#local.get(id);
-    if (!entry || entry.windowStart !== start) {
-      this.#local.set(id, { windowStart: start, count: 1 });
-      return [1, start + limit.windowMs - now];
+    const start = window * windowMs;
+    let counter = this.#counters.get(id);
+    if (!counter || counter.windowStart !== start) {
+      if (counter) this.#dirty.delete(counter); // the old window's unsent takes no longer matter
+      counter = { redisKey: `sotalk:rl:${bucket}:${key}:${window}`, windowStart: start, windowMs, synced: 0, local: 0, sending: 0 };
+      this.#counters.set(id, counter);
     }
-    entry.count++;
-    return [entry.count, start + limit.windowMs - now];
+    return counter;
+  }
+
+  #usable(): boolean {
+    return this.#answering && this.#redis?.status === 'ready';
+  }
+
+  /** One take counted in Redis at once (small limits): the shared count, or undefined when Redis does not answer in time. */
+  async #takeExact(redisKey: string, windowMs: number): Promise<number | undefined> {
+    try {
+      const [count] = await this.#withTimeout(this.#redis!.sotalkTake(redisKey, windowMs));
+      this.#answering = true;
+      return count;
+    } catch {
+      this.#answering = false;
+      return undefined;
+    }
+  }
+
+  async #withTimeout<T>(work: Promise<T>): Promise<T> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error('rate limit: redis timeout')), this.#timeoutMs);
+    });
+    try {
+      return await Promise.race([work, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Sends every counted take to Redis in one command and learns the totals (one sync at a time). */
+  sync(): Promise<void> {
+    this.#syncing ??= this.#sync().finally(() => (this.#syncing = undefined));
+    return this.#syncing;
+  }
+
+  async #sync(): Promise<void> {
+    if (this.#dirty.size === 0 || this.#redis?.status !== 'ready') return;
+    const batch = [...this.#dirty];
+    this.#dirty.clear();
+    for (const c of batch) {
+      c.sending = c.local;
+      c.local = 0;
+    }
+    const windowMs = Math.max(...batch.map((c) => c.windowMs));
+    try {
+      const totals = await this.#withTimeout(
+        this.#redis.sotalkSync(batch.length, ...batch.map((c) => c.redisKey), windowMs + 1000, ...batch.map((c) => c.sending)),
+      );
+      batch.forEach((c, i) => {
+        c.synced = Number(totals[i] ?? c.synced + c.sending);
+        c.sending = 0;
+      });
+      this.#answering = true;
+    } catch {
+      this.#answering = false;
+      // Not counted in Redis (down or slow): keep the takes local, to be sent with the next sync.
+      for (const c of batch) {
+        c.local += c.sending;
+        c.sending = 0;
+        if (c.local > 0) this.#dirty.add(c);
+      }
+    }
+  }
+
+  /** Stops the sync timer after sending what is counted. */
+  async close(): Promise<void> {
+    if (this.#timer) clearInterval(this.#timer);
+    await this.sync().catch(() => {});
   }
 }

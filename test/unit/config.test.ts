@@ -41,6 +41,7 @@ describe('loadConfig', () => {
     expect(c.wsMaxBufferedBytes).toBe(4 * 1024 * 1024);
     expect(c.rateLimitSendPerMin).toBe(6000);
     expect(c.searchEnabled).toBe(true);
+    expect(c.searchMaxQueryTokens).toBe(100_000);
   });
 
   it('derives WS_MAX_FRAME_BYTES from MAX_MESSAGE_BYTES', () => {
@@ -57,6 +58,7 @@ describe('loadConfig', () => {
     ['MAX_MESSAGE_BYTES', '1.5'],
     ['RATE_LIMIT_SEND_PER_MIN', 'lots'],
     ['SEARCH_ENABLED', 'maybe'],
+    ['SEARCH_MAX_QUERY_TOKENS', '0'],
     ['DATABASE_URL', 'not a url'],
     ['DATABASE_URL', 'mysql://localhost/x'],
     ['REDIS_URL', 'http://localhost'],

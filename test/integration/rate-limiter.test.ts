@@ -1,0 +1,122 @@
+// RateLimiter with Redis (issue "Send and fan-out pipeline": no Redis round trip per send, at most
+// one command per send amortised, limits still shared within a stated bound). On a throwaway
+// redis-server so commands can be counted and the server paused.
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ApiError } from '../../src/errors.js';
+import { RateLimiter } from '../../src/services/rate-limiter.js';
+import { startRedis, type ThrowawayRedis } from '../helpers/redis-server.js';
+
+let redis: ThrowawayRedis;
+const clients: Redis[] = [];
+const limiters: RateLimiter[] = [];
+
+function client(): Redis {
+  const c = new Redis(redis.url, { maxRetriesPerRequest: 1 });
+  c.on('error', () => {});
+  clients.push(c);
+  return c;
+}
+
+async function ready(c: Redis): Promise<Redis> {
+  if (c.status !== 'ready') await new Promise((r) => c.once('ready', r));
+  return c;
+}
+
+async function limiter(options: ConstructorParameters<typeof RateLimiter>[1] = {}): Promise<RateLimiter> {
+  const l = new RateLimiter(await ready(client()), options);
+  limiters.push(l);
+  return l;
+}
+
+async function commands(): Promise<number> {
+  const info = await clients[0]!.info('commandstats');
+  let n = 0;
+  for (const m of info.matchAll(/^cmdstat_(?!info)[a-z|_]+:calls=(\d+)/gm)) n += Number(m[1]);
+  return n;
+}
+
+const admitted = async (l: RateLimiter, key: string, limit: { max: number; windowMs: number }) =>
+  l.take('t', key, limit).then(
+    () => true,
+    (err: unknown) => {
+      if (err instanceof ApiError && err.code === 'rate_limited') return false;
+      throw err;
+    },
+  );
+
+beforeAll(async () => {
+  redis = await startRedis();
+  await ready(client());
+});
+
+afterAll(async () => {
+  await Promise.all(limiters.map((l) => l.close()));
+  for (const c of clients) c.disconnect();
+  await redis?.stop();
+});
+
+describe('RateLimiter on Redis', () => {
+  it('1,000 takes over 20 keys on two instances cost far fewer than one Redis command each', async () => {
+    const [a, b] = [await limiter(), await limiter()];
+    const limit = { max: 6000, windowMs: 60_000 };
+    const before = await commands();
+    for (let i = 0; i < 1000; i++) {
+      expect(await admitted(i % 2 ? a : b, `user-${i % 20}`, limit)).toBe(true);
+      if (i % 100 === 99) await new Promise((r) => setTimeout(r, 60)); // let a sync happen now and then
+    }
+    await Promise.all([a.sync(), b.sync()]);
+    const used = (await commands()) - before;
+    // each instance: one sync per interval, plus at most one early sync per 5 takes of a key
+    expect(used).toBeLessThan(1000 * 0.25);
+    const total = await clients[0]!.get(`sotalk:rl:t:user-0:${Math.floor(Date.now() / 60_000)}`);
+    expect(Number(total)).toBe(50);
+  });
+
+  it('two instances share a limit: at most max + instances × allowance are admitted, and at least max', async () => {
+    const [a, b] = [await limiter(), await limiter()];
+    const limit = { max: 200, windowMs: 1000 }; // allowance = floor(200 × 50 / 1000) = 10 per instance
+    // start right after a window boundary so that the whole run stays in one window
+    await new Promise((r) => setTimeout(r, 1000 - (Date.now() % 1000) + 5));
+    let ok = 0;
+    for (let i = 0; i < 400; i++) if (await admitted(i % 2 ? a : b, 'shared', limit)) ok++;
+    expect(ok).toBeGreaterThanOrEqual(200);
+    expect(ok).toBeLessThanOrEqual(200 + 2 * 10);
+  });
+
+  it('small limits are exact across instances (counted in Redis on every take)', async () => {
+    const [a, b] = [await limiter(), await limiter()];
+    const limit = { max: 5, windowMs: 60_000 };
+    const results = [];
+    for (let i = 0; i < 8; i++) results.push(await admitted(i % 2 ? a : b, 'small', limit));
+    expect(results).toEqual([true, true, true, true, true, false, false, false]);
+  });
+
+  it('Retry-After is the time left in the window, at least 1 s; a new window starts afresh', async () => {
+    let now = 120_000 + 2_500; // 2.5 s into a 10 s window
+    const l = await limiter({ clock: () => now });
+    const limit = { max: 3, windowMs: 10_000 };
+    for (let i = 0; i < 3; i++) await l.take('w', 'k', limit);
+    const err = (await l.take('w', 'k', limit).catch((e: unknown) => e)) as ApiError;
+    expect(err.code).toBe('rate_limited');
+    expect(err.retryAfterS).toBe(8);
+    now += 7_000; // 0.5 s left
+    expect(((await l.take('w', 'k', limit).catch((e: unknown) => e)) as ApiError).retryAfterS).toBe(1);
+    now += 1_000; // next window
+    await l.take('w', 'k', limit);
+  });
+
+  it('a Redis that stops answering does not stall takes (counted locally, sent once it answers)', async () => {
+    const l = await limiter({ redisTimeoutMs: 100 });
+    const limit = { max: 6000, windowMs: 60_000 };
+    await redis.pause(1500, 'ALL');
+    const started = Date.now();
+    for (let i = 0; i < 30; i++) await l.take('p', 'k', limit);
+    expect(Date.now() - started).toBeLessThan(1000);
+    await new Promise((r) => setTimeout(r, 1700));
+    await l.sync();
+    await l.sync();
+    const key = `sotalk:rl:p:k:${Math.floor(Date.now() / 60_000)}`;
+    expect(Number(await clients[0]!.get(key))).toBeGreaterThanOrEqual(30);
+  });
+});
