@@ -29,6 +29,7 @@ import { content, createDirect, createGroup, decodeFrame, deliveryStamp, encodeF
 import { createHttpClient, type HttpClient } from './lib/http-client.js';
 import { insertCeiling, readCeiling, type CeilingResult } from './lib/pg-ceiling.js';
 import { CostMeter, costText, type PhaseCost } from './lib/costs.js';
+import { searchWords } from '../src/crypto/search-tokens.js';
 import { HEAP_USED, MAX_FDS, RSS, SERVER_CPU, metric, metricSum, openTarget, readMetrics, type Target } from './lib/target.js';
 
 const SCENARIOS = ['http-send', 'ws-send', 'history-cold', 'history-hot', 'fanout', 'idle'] as const;
@@ -386,7 +387,8 @@ async function sendScenario(ctx: Ctx, name: 'http-send' | 'ws-send', convs: Conv
     ceiling = await insertCeiling(
       ctx.target.pgUrl,
       convs.map((c) => ({ id: c.id, senderId: c.sender.id })),
-      { seconds: O.duration, concurrency: O.pgConnections, batch: 100, size: O.size },
+      // the server indexes the bench's words unless SEARCH_ENABLED=false: the ceiling writes as many tokens
+      { seconds: O.duration, concurrency: O.pgConnections, batch: 100, size: O.size, searchTokens: process.env.SEARCH_ENABLED === 'false' ? 0 : searchWords(content(O.size, now())).length },
     );
   }
 
@@ -412,7 +414,7 @@ async function sendScenario(ctx: Ctx, name: 'http-send' | 'ws-send', convs: Conv
     driveText('sends', main, 'sends'),
     `    delivery ${mainDelivery.text()}; ${fmt(mainDelivered)} of ${fmt(main.ok)} delivered; socket closes: ${closes.text()}`,
     ceiling
-      ? `  pg insert ceiling: ${fmt(ceiling.per_s)} rows/s (batch p50 ${ceiling.latency.pct(50)} / p99 ${ceiling.latency.pct(99)} ms, errors ${ceiling.errors.text()}) → ratio ${ratio!.toFixed(2)}`
+      ? `  pg insert ceiling: ${fmt(ceiling.per_s)} rows/s${'search_layout' in ceiling && ceiling.search_layout ? ` with their search rows (${ceiling.search_layout})` : ''} (batch p50 ${ceiling.latency.pct(50)} / p99 ${ceiling.latency.pct(99)} ms, errors ${ceiling.errors.text()}) → ratio ${ratio!.toFixed(2)}`
       : '  pg insert ceiling: skipped (no Postgres URL: pass --pg-url with --url)',
     ...(open
       ? [driveText('open loop', open.r, 'sends'), `    delivery ${open.delivery.text()}; ${fmt(open.delivered)} of ${fmt(open.r.ok)} delivered`]

@@ -86,9 +86,10 @@ BEGIN
     SELECT x.id, substring(p_blob FROM x.off + 1 FOR 12), substring(p_blob FROM x.off + 13 FOR 16), x.kv
     FROM numbered x
   ), indexed AS (
-    INSERT INTO message_search_index (message_id, conversation_id, master_key_fingerprint, tokens)
+    INSERT INTO message_search_index (message_id, conversation_id, master_key_fingerprint, tokens, created_at)
     SELECT x.id, x.cid, p_search_fp,
-           ARRAY(SELECT substring(p_blob FROM x.off + 29 + x.clen + 16 * g FOR 16) FROM generate_series(0, x.tcount - 1) AS g)
+           ARRAY(SELECT substring(p_blob FROM x.off + 29 + x.clen + 16 * g FOR 16) FROM generate_series(0, x.tcount - 1) AS g),
+           now()
     FROM numbered x
     WHERE p_search_fp IS NOT NULL AND x.tcount >= 0
   ), counted AS (

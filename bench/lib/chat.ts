@@ -78,9 +78,25 @@ const STAMP = Buffer.from('@@T');
 const NEW_MESSAGE = Buffer.from('new_message');
 const AT = 0x40;
 
+// Chat-like filler: words of a small vocabulary in a pseudo-random order, so a message carries as
+// many distinct words as real text of its size does (search indexing costs what it would).
+const VOCABULARY = (
+  'the be to of and a in that have it for not on with he as you do at this but his by from they we say her she or an will my one all ' +
+  'would there their what so up out if about who get which go me when make can like time no just him know take people into year your ' +
+  'good some could them see other than then now look only come its over think also back after use two how our work first well way even ' +
+  'new want because any these give day most us meeting tomorrow deploy server message launch coffee weekend project review release ' +
+  'budget design ticket update thanks please sorry great maybe later tonight office remote call team friday monday lunch'
+).split(' ');
+let fillerSeed = 1;
+
 export function content(size: number, stamp: number): string {
   const head = `@@T${stamp.toFixed(3)}@@`;
-  return size > head.length ? head + 'x'.repeat(size - head.length) : head;
+  let text = head;
+  while (text.length < size) {
+    fillerSeed = (fillerSeed * 1103515245 + 12345) & 0x7fffffff;
+    text += ' ' + VOCABULARY[(fillerSeed >>> 12) % VOCABULARY.length];
+  }
+  return text.length > size ? text.slice(0, Math.max(size, head.length)) : text;
 }
 
 /** For a `new_message` frame (JSON or msgpack) carrying a bench stamp: the stamp; otherwise -1. */

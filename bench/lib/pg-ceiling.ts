@@ -25,10 +25,27 @@ export interface CeilingResult {
 export async function insertCeiling(
   pgUrl: string,
   conversations: { id: string; senderId: string }[],
-  o: { seconds: number; concurrency: number; batch: number; size: number },
-): Promise<CeilingResult> {
+  o: { seconds: number; concurrency: number; batch: number; size: number; searchTokens?: number },
+): Promise<CeilingResult & { search_layout: string | null }> {
   const connections = await freeConnections(pgUrl, o.concurrency);
   const pool = new pg.Pool({ connectionString: pgUrl, max: connections });
+  // The same rows the server writes: with search on, each message's blind-index tokens too, in
+  // whichever layout the database has (one row per message, or one row per word before).
+  const k = o.searchTokens ?? 0;
+  const { rows: layoutRows } = await pool.query<{ index: string | null; tokens: string | null }>(
+    `SELECT (SELECT relkind::text FROM pg_class WHERE oid = to_regclass('message_search_index')) AS index,
+            (SELECT relkind::text FROM pg_class WHERE oid = to_regclass('message_search_tokens')) AS tokens`,
+  );
+  const layout = k === 0 ? null : layoutRows[0]?.index === 'r' ? 'per-message' : layoutRows[0]?.tokens === 'r' ? 'per-word' : null;
+  const searchSql =
+    layout === 'per-message'
+      ? `, idx AS (INSERT INTO message_search_index (message_id, conversation_id, master_key_fingerprint, tokens, created_at)
+           SELECT id, cid, 'bench', ($10::bytea[])[(n - 1) * ${k} + 1 : n * ${k}], now() FROM rows)`
+      : layout === 'per-word'
+        ? `, idx AS (INSERT INTO message_search_tokens (conversation_id, token, message_id)
+             SELECT r.cid, t.tok, r.id FROM rows r, unnest(($10::bytea[])[(r.n - 1) * ${k} + 1 : r.n * ${k}]) AS t(tok))
+           , st AS (INSERT INTO message_search_state (message_id, master_key_fingerprint) SELECT id, 'bench' FROM rows)`
+        : '';
   const sql = `
     WITH counts AS (SELECT * FROM unnest($1::uuid[], $2::int[]) AS n(id, cnt)),
     locked AS (SELECT id, last_seq FROM conversations WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE),
@@ -36,11 +53,11 @@ export async function insertCeiling(
       UPDATE conversations c SET last_seq = l.last_seq + n.cnt, last_activity_at = now(), updated_at = now()
       FROM locked l JOIN counts n ON n.id = l.id WHERE c.id = l.id),
     rows AS (
-      SELECT r.id, r.cid, r.sender, l.last_seq + r.ord AS seq, r.content, r.nonce, r.tag
-      FROM unnest($3::uuid[], $4::uuid[], $5::uuid[], $6::int[], $7::bytea[], $8::bytea[], $9::bytea[])
-             AS r(id, cid, sender, ord, content, nonce, tag)
+      SELECT r.id, r.cid, r.sender, l.last_seq + r.ord AS seq, r.content, r.nonce, r.tag, r.n
+      FROM unnest($3::uuid[], $4::uuid[], $5::uuid[], $6::int[], $7::bytea[], $8::bytea[], $9::bytea[]) WITH ORDINALITY
+             AS r(id, cid, sender, ord, content, nonce, tag, n)
       JOIN locked l ON l.id = r.cid),
-    ins AS (INSERT INTO messages (id, conversation_id, sender_id, seq, content) SELECT id, cid, sender, seq, content FROM rows)
+    ins AS (INSERT INTO messages (id, conversation_id, sender_id, seq, content) SELECT id, cid, sender, seq, content FROM rows)${searchSql}
     INSERT INTO message_encryption_metadata (message_id, nonce, tag, key_version) SELECT id, nonce, tag, 1 FROM rows`;
   const latency = new Latency();
   const errors = new Errors();
@@ -75,7 +92,9 @@ export async function insertCeiling(
       nonces.push(slice(12));
       tags.push(slice(16));
     }
-    return [[...perConv.keys()], [...perConv.values()], ids, cids, senders, ords, contents, nonces, tags];
+    const params: unknown[] = [[...perConv.keys()], [...perConv.values()], ids, cids, senders, ords, contents, nonces, tags];
+    if (layout) params.push(Array.from({ length: o.batch * k }, () => slice(16)));
+    return params;
   };
   // Warm the connections (and the plan) before the clock starts.
   await Promise.all(Array.from({ length: connections }, () => pool.query('SELECT 1')));
@@ -100,7 +119,7 @@ export async function insertCeiling(
   );
   const seconds = (now() - started) / 1000;
   await pool.end();
-  return { connections, ops: rows, per_s: rows / seconds, latency, errors, seconds };
+  return { connections, ops: rows, per_s: rows / seconds, latency, errors, seconds, search_layout: layout };
 }
 
 /**

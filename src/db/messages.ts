@@ -125,7 +125,7 @@ export async function updateMessageContent(
   const { rows } = await db.query<{ id: string }>(
     `WITH m AS (
        UPDATE messages SET content = $2, edited_at = now(), updated_at = now()
-       WHERE id = $1 AND deleted_at IS NULL RETURNING id, conversation_id
+       WHERE id = $1 AND deleted_at IS NULL RETURNING id, conversation_id, created_at
      ), v AS (
        UPDATE conversations SET edit_version = edit_version + 1 WHERE id IN (SELECT conversation_id FROM m)
      ), counted AS (
@@ -138,8 +138,8 @@ export async function updateMessageContent(
          SET nonce = EXCLUDED.nonce, tag = EXCLUDED.tag, algorithm = EXCLUDED.algorithm,
              key_version = EXCLUDED.key_version, created_at = now()
      ), indexed AS (
-       INSERT INTO message_search_index (message_id, conversation_id, master_key_fingerprint, tokens)
-       SELECT id, conversation_id, $7, $6::bytea[] FROM m WHERE $7::text IS NOT NULL
+       INSERT INTO message_search_index (message_id, conversation_id, master_key_fingerprint, tokens, created_at)
+       SELECT id, conversation_id, $7, $6::bytea[], created_at FROM m WHERE $7::text IS NOT NULL
        ON CONFLICT (message_id) DO UPDATE
          SET tokens = EXCLUDED.tokens, master_key_fingerprint = EXCLUDED.master_key_fingerprint, conversation_id = EXCLUDED.conversation_id
      ), unindexed AS (
@@ -269,9 +269,9 @@ export async function replaceSearchTokens(db: Queryable, entries: SearchIndexEnt
     at += n * 16;
   }
   await db.query(
-    `INSERT INTO message_search_index (message_id, conversation_id, master_key_fingerprint, tokens)
-     SELECT e.id, e.cid, e.fp, ARRAY(SELECT substring($6::bytea FROM e.off + 1 + 16 * g FOR 16) FROM generate_series(0, e.n - 1) AS g)
-     FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::int[], $5::int[]) AS e(id, cid, fp, off, n)
+    `INSERT INTO message_search_index (message_id, conversation_id, master_key_fingerprint, tokens, created_at)
+     SELECT e.id, e.cid, e.fp, ARRAY(SELECT substring($6::bytea FROM e.off + 1 + 16 * g FOR 16) FROM generate_series(0, e.n - 1) AS g), m.created_at
+     FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::int[], $5::int[]) AS e(id, cid, fp, off, n) JOIN messages m ON m.id = e.id
      ON CONFLICT (message_id) DO UPDATE
        SET tokens = EXCLUDED.tokens, master_key_fingerprint = EXCLUDED.master_key_fingerprint, conversation_id = EXCLUDED.conversation_id`,
     [entries.map((e) => e.messageId), entries.map((e) => e.conversationId), entries.map((e) => e.fingerprint), offsets, counts, blob],

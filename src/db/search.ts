@@ -6,11 +6,27 @@ export interface SearchRow extends MessageRow {
   created_us: number;
 }
 
+/** Matches a search collects through the GIN index before it walks recent messages instead. */
+const PROBE_LIMIT = 4000;
+
+const PAGE_COLUMNS = `m.id, m.conversation_id, m.sender_id, m.seq, m.content, m.content_type, m.signature, m.reply_to_id,
+  m.client_message_id, m.created_at, m.updated_at, m.edited_at, m.deleted_at,
+  e.nonce, e.tag, e.key_version, k.created_unix_seconds, k.master_key_fingerprint,
+  (extract(epoch FROM h.created_at) * 1000000)::bigint AS created_us`;
+
+const PAGE_JOINS = `JOIN messages m ON m.id = h.message_id
+  LEFT JOIN message_encryption_metadata e ON e.message_id = m.id
+  LEFT JOIN conversation_keys k ON k.conversation_id = m.conversation_id AND k.version = e.key_version
+  WHERE m.deleted_at IS NULL
+  ORDER BY h.created_at DESC, h.message_id DESC`;
+
 /**
  * Live messages that have a token of every query word, newest first, keyset-paged on
  * (created_at, id), with their encryption metadata. Tokens are keyed per conversation (and master
- * key), so a message matches when its token array overlaps each word's tokens — one GIN index
- * condition per word, ANDed.
+ * key), so a message matches when its token array overlaps each word's tokens. Two plans, each
+ * bounded: first the GIN index collects the matches (at most PROBE_LIMIT) and the newest are
+ * kept — right for rare words; when there are more, the words are common and walking the
+ * newest index entries of the caller's conversations finds a page quickly.
  */
 export async function selectSearchPage(
   db: Queryable,
@@ -18,31 +34,37 @@ export async function selectSearchPage(
   wordCount: number,
   before: { createdUs: number; id: string } | undefined,
   limit: number,
+  probeLimit = PROBE_LIMIT,
 ): Promise<SearchRow[]> {
   const perWord: Buffer[][] = Array.from({ length: wordCount }, () => []);
   for (const t of tokens) perWord[t.word]!.push(t.token);
   const conversations = [...new Set(tokens.map((t) => t.conversationId))];
   const params: unknown[] = [conversations, before?.createdUs ?? null, before?.id ?? null, limit];
-  const overlaps = perWord.map((words) => {
+  const wordArrays = perWord.map((words) => {
     params.push(Buffer.concat(words));
     // each word's tokens travel as one binary bytea, split into a bytea[] server-side
-    return `s.tokens && ARRAY(SELECT substring($${params.length}::bytea FROM 1 + 16 * g FOR 16) FROM generate_series(0, ${words.length - 1}) AS g)`;
+    return `ARRAY(SELECT substring($${params.length}::bytea FROM 1 + 16 * g FOR 16) FROM generate_series(0, ${words.length - 1}) AS g)`;
   });
+  const scope = `s.conversation_id = ANY($1::uuid[])
+    AND ($2::bigint IS NULL OR (s.created_at, s.message_id) < ('epoch'::timestamptz + $2::bigint * interval '1 microsecond', $3::uuid))`;
+  const probe = await db.query<SearchRow & { hits: number }>(
+    `WITH hits AS MATERIALIZED (
+       SELECT s.message_id, s.created_at FROM message_search_index s
+       WHERE ${wordArrays.map((w) => `s.tokens && ${w}`).join(' AND ')} AND ${scope}
+       LIMIT ${probeLimit + 1}
+     ), h AS (SELECT * FROM hits ORDER BY created_at DESC, message_id DESC LIMIT $4)
+     SELECT ${PAGE_COLUMNS}, (SELECT count(*) FROM hits)::int AS hits FROM h ${PAGE_JOINS}`,
+    params,
+  );
+  if (probe.rows.length === 0 || probe.rows[0]!.hits <= probeLimit) return probe.rows;
+  // Common words: the same conditions, written so that only the recency index can serve them.
   const { rows } = await db.query<SearchRow>(
-    `SELECT m.id, m.conversation_id, m.sender_id, m.seq, m.content, m.content_type, m.signature, m.reply_to_id,
-            m.client_message_id, m.created_at, m.updated_at, m.edited_at, m.deleted_at,
-            e.nonce, e.tag, e.key_version, k.created_unix_seconds, k.master_key_fingerprint,
-            (extract(epoch FROM m.created_at) * 1000000)::bigint AS created_us
-     FROM message_search_index s
-     JOIN messages m ON m.id = s.message_id
-     LEFT JOIN message_encryption_metadata e ON e.message_id = m.id
-     LEFT JOIN conversation_keys k ON k.conversation_id = m.conversation_id AND k.version = e.key_version
-     WHERE ${overlaps.join(' AND ')}
-       AND s.conversation_id = ANY($1::uuid[])
-       AND m.deleted_at IS NULL
-       AND ($2::bigint IS NULL OR ((extract(epoch FROM m.created_at) * 1000000)::bigint, m.id) < ($2::bigint, $3::uuid))
-     ORDER BY m.created_at DESC, m.id DESC
-     LIMIT $4`,
+    `SELECT ${PAGE_COLUMNS} FROM (
+       SELECT s.message_id, s.created_at FROM message_search_index s
+       WHERE ${wordArrays.map((w) => `coalesce(s.tokens, s.tokens) && ${w}`).join(' AND ')} AND ${scope}
+       ORDER BY s.created_at DESC, s.message_id DESC
+       LIMIT $4
+     ) h ${PAGE_JOINS}`,
     params,
   );
   return rows;
