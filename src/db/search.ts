@@ -6,6 +6,8 @@ export interface SearchRow extends MessageRow {
   created_us: number;
 }
 
+/** Newest index entries a search looks through first (finds a page of common words). */
+const RECENT_WINDOW = 2000;
 /** Matches a search collects through the GIN index before it walks recent messages instead. */
 const PROBE_LIMIT = 4000;
 
@@ -23,10 +25,11 @@ const PAGE_JOINS = `JOIN messages m ON m.id = h.message_id
 /**
  * Live messages that have a token of every query word, newest first, keyset-paged on
  * (created_at, id), with their encryption metadata. Tokens are keyed per conversation (and master
- * key), so a message matches when its token array overlaps each word's tokens. Two plans, each
- * bounded: first the GIN index collects the matches (at most PROBE_LIMIT) and the newest are
- * kept — right for rare words; when there are more, the words are common and walking the
- * newest index entries of the caller's conversations finds a page quickly.
+ * key), so a message matches when its token array overlaps each word's tokens. Bounded plans,
+ * cheapest first: the newest RECENT_WINDOW index entries (a page of common words is there); else
+ * the GIN index collects the matches (at most PROBE_LIMIT) and the newest are kept — right for
+ * rare words; else the words are common but not recent: walk the recency index until a page is
+ * found.
  */
 export async function selectSearchPage(
   db: Queryable,
@@ -35,6 +38,7 @@ export async function selectSearchPage(
   before: { createdUs: number; id: string } | undefined,
   limit: number,
   probeLimit = PROBE_LIMIT,
+  recentWindow = RECENT_WINDOW,
 ): Promise<SearchRow[]> {
   const perWord: Buffer[][] = Array.from({ length: wordCount }, () => []);
   for (const t of tokens) perWord[t.word]!.push(t.token);
@@ -47,6 +51,21 @@ export async function selectSearchPage(
   });
   const scope = `s.conversation_id = ANY($1::uuid[])
     AND ($2::bigint IS NULL OR (s.created_at, s.message_id) < ('epoch'::timestamptz + $2::bigint * interval '1 microsecond', $3::uuid))`;
+  const cursor = `($2::bigint IS NULL OR (s.created_at, s.message_id) < ('epoch'::timestamptz + $2::bigint * interval '1 microsecond', $3::uuid))`;
+  const filtered = wordArrays.map((w) => `coalesce(r.tokens, r.tokens) && ${w}`).join(' AND ');
+  const recent = await db.query<SearchRow>(
+    `SELECT ${PAGE_COLUMNS} FROM (
+       SELECT r.message_id, r.created_at FROM (
+         SELECT s.message_id, s.created_at, s.conversation_id, s.tokens FROM message_search_index s
+         WHERE ${cursor} ORDER BY s.created_at DESC, s.message_id DESC LIMIT ${recentWindow}
+       ) r
+       WHERE r.conversation_id = ANY($1::uuid[]) AND ${filtered}
+       ORDER BY r.created_at DESC, r.message_id DESC
+       LIMIT $4
+     ) h ${PAGE_JOINS}`,
+    params,
+  );
+  if (recent.rows.length >= limit) return recent.rows;
   const probe = await db.query<SearchRow & { hits: number }>(
     `WITH hits AS MATERIALIZED (
        SELECT s.message_id, s.created_at FROM message_search_index s

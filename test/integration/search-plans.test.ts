@@ -1,5 +1,5 @@
-// The two plans of a search (src/db/search.ts): the GIN probe (rare words) and the walk of recent
-// index entries (common words) give the same pages, cursors included.
+// The plans of a search (src/db/search.ts): the newest index entries, the GIN probe (rare words)
+// and the walk of the recency index (common words) give the same pages, cursors included.
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { selectSearchPage } from '../../src/db/search.js';
@@ -38,11 +38,11 @@ describe('search plans', () => {
     const tokens = keys.queryTokens(conversations, words);
     for (const limit of [1, 7, 25]) {
       const pages: string[][][] = [];
-      for (const probeLimit of [100_000, 2]) {
+      for (const [probeLimit, recentWindow] of [[100_000, 2000], [100_000, 1], [2, 1], [2, 5]] as const) {
         const seen: string[][] = [];
         let before: { createdUs: number; id: string } | undefined;
         for (let n = 0; n < 100; n++) {
-          const rows = await selectSearchPage(srv.pool, tokens, words.length, before, limit, probeLimit);
+          const rows = await selectSearchPage(srv.pool, tokens, words.length, before, limit, probeLimit, recentWindow);
           seen.push(rows.map((r) => r.id));
           if (rows.length < limit) break;
           const last = rows[rows.length - 1]!;
@@ -50,7 +50,7 @@ describe('search plans', () => {
         }
         pages.push(seen);
       }
-      expect(pages[1], `limit ${limit}`).toEqual(pages[0]);
+      for (let i = 1; i < pages.length; i++) expect(pages[i], `limit ${limit}, plan ${i}`).toEqual(pages[0]);
     }
   });
 });
