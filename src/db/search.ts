@@ -40,51 +40,67 @@ export async function selectSearchPage(
   probeLimit = PROBE_LIMIT,
   recentWindow = RECENT_WINDOW,
 ): Promise<SearchRow[]> {
-  const perWord: Buffer[][] = Array.from({ length: wordCount }, () => []);
-  for (const t of tokens) perWord[t.word]!.push(t.token);
-  const conversations = [...new Set(tokens.map((t) => t.conversationId))];
-  const params: unknown[] = [conversations, before?.createdUs ?? null, before?.id ?? null, limit];
-  const wordArrays = perWord.map((words) => {
-    params.push(Buffer.concat(words));
-    // each word's tokens travel as one binary bytea, split into a bytea[] server-side
-    return `ARRAY(SELECT substring($${params.length}::bytea FROM 1 + 16 * g FOR 16) FROM generate_series(0, ${words.length - 1}) AS g)`;
-  });
-  const scope = `s.conversation_id = ANY($1::uuid[])
-    AND ($2::bigint IS NULL OR (s.created_at, s.message_id) < ('epoch'::timestamptz + $2::bigint * interval '1 microsecond', $3::uuid))`;
-  const cursor = `($2::bigint IS NULL OR (s.created_at, s.message_id) < ('epoch'::timestamptz + $2::bigint * interval '1 microsecond', $3::uuid))`;
-  const filtered = wordArrays.map((w) => `coalesce(r.tokens, r.tokens) && ${w}`).join(' AND ');
+  const base: unknown[] = [[...new Set(tokens.map((t) => t.conversationId))], before?.createdUs ?? null, before?.id ?? null, limit];
+  const cursor = (alias: string) =>
+    `($2::bigint IS NULL OR (${alias}.created_at, ${alias}.message_id) < ('epoch'::timestamptz + $2::bigint * interval '1 microsecond', $3::uuid))`;
+
+  // Row by row (window, walk), a message is checked against its own conversation's tokens only:
+  // its words × one token each, not words × every conversation searched. The tokenizer emits each
+  // (master key, conversation) pair's word tokens together.
+  const pairs = tokens.length / wordCount;
+  const pairCids: string[] = [];
+  const pairWords: Buffer[][] = Array.from({ length: wordCount }, () => []);
+  for (let j = 0; j < pairs; j++) {
+    pairCids.push(tokens[j * wordCount]!.conversationId);
+    for (let w = 0; w < wordCount; w++) pairWords[w]!.push(tokens[j * wordCount + w]!.token);
+  }
+  const rowParams = [...base, pairCids, ...pairWords.map((list) => Buffer.concat(list))];
+  const matches = `EXISTS (SELECT 1 FROM unnest($5::uuid[]) WITH ORDINALITY AS q(cid, i) WHERE q.cid = r.conversation_id AND ${pairWords
+    .map((_, w) => `substring($${6 + w}::bytea FROM (16 * (q.i - 1) + 1)::int FOR 16) = ANY(r.tokens)`)
+    .join(' AND ')})`;
+
   const recent = await db.query<SearchRow>(
     `SELECT ${PAGE_COLUMNS} FROM (
        SELECT r.message_id, r.created_at FROM (
          SELECT s.message_id, s.created_at, s.conversation_id, s.tokens FROM message_search_index s
-         WHERE ${cursor} ORDER BY s.created_at DESC, s.message_id DESC LIMIT ${recentWindow}
+         WHERE ${cursor('s')} ORDER BY s.created_at DESC, s.message_id DESC LIMIT ${recentWindow}
        ) r
-       WHERE r.conversation_id = ANY($1::uuid[]) AND ${filtered}
+       WHERE r.conversation_id = ANY($1::uuid[]) AND ${matches}
        ORDER BY r.created_at DESC, r.message_id DESC
        LIMIT $4
      ) h ${PAGE_JOINS}`,
-    params,
+    rowParams,
   );
   if (recent.rows.length >= limit) return recent.rows;
+
+  // Through the GIN index: each word's tokens (all conversations, all keys) in one binary bytea,
+  // split into a bytea[] server-side.
+  const perWord: Buffer[][] = Array.from({ length: wordCount }, () => []);
+  for (const t of tokens) perWord[t.word]!.push(t.token);
+  const probeParams = [...base, ...perWord.map((list) => Buffer.concat(list))];
+  const overlaps = perWord
+    .map((list, w) => `s.tokens && ARRAY(SELECT substring($${5 + w}::bytea FROM 1 + 16 * g FOR 16) FROM generate_series(0, ${list.length - 1}) AS g)`)
+    .join(' AND ');
   const probe = await db.query<SearchRow & { hits: number }>(
     `WITH hits AS MATERIALIZED (
        SELECT s.message_id, s.created_at FROM message_search_index s
-       WHERE ${wordArrays.map((w) => `s.tokens && ${w}`).join(' AND ')} AND ${scope}
+       WHERE ${overlaps} AND s.conversation_id = ANY($1::uuid[]) AND ${cursor('s')}
        LIMIT ${probeLimit + 1}
      ), h AS (SELECT * FROM hits ORDER BY created_at DESC, message_id DESC LIMIT $4)
      SELECT ${PAGE_COLUMNS}, (SELECT count(*) FROM hits)::int AS hits FROM h ${PAGE_JOINS}`,
-    params,
+    probeParams,
   );
   if (probe.rows.length === 0 || probe.rows[0]!.hits <= probeLimit) return probe.rows;
-  // Common words: the same conditions, written so that only the recency index can serve them.
+
+  // Common but not recent: walk the recency index (the row-by-row check cannot use the GIN index).
   const { rows } = await db.query<SearchRow>(
     `SELECT ${PAGE_COLUMNS} FROM (
-       SELECT s.message_id, s.created_at FROM message_search_index s
-       WHERE ${wordArrays.map((w) => `coalesce(s.tokens, s.tokens) && ${w}`).join(' AND ')} AND ${scope}
-       ORDER BY s.created_at DESC, s.message_id DESC
+       SELECT r.message_id, r.created_at FROM message_search_index r
+       WHERE r.conversation_id = ANY($1::uuid[]) AND ${matches} AND ${cursor('r')}
+       ORDER BY r.created_at DESC, r.message_id DESC
        LIMIT $4
      ) h ${PAGE_JOINS}`,
-    params,
+    rowParams,
   );
   return rows;
 }
