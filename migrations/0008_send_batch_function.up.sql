@@ -73,7 +73,9 @@ BEGIN
     FROM deduped d WHERE d.final = 'ok'
     WINDOW w AS (PARTITION BY d.cid ORDER BY d.n)
   ), bumped AS (
-    UPDATE conversations c SET last_seq = b.last_seq, last_activity_at = now(), updated_at = now()
+    -- clock_timestamp(): the moment of the write, close to the commit (now() is when the call began):
+    -- receivers compare it with the arrival of the next message's event
+    UPDATE conversations c SET last_seq = b.last_seq, last_activity_at = clock_timestamp(), updated_at = now()
     FROM (SELECT cid, max(new_seq) AS last_seq FROM numbered GROUP BY cid) b
     WHERE c.id = b.cid
   ), inserted AS (

@@ -4,6 +4,7 @@ import { MessageCipher } from './cipher/message-cipher.js';
 import { deriveAuthTokenSecret } from './crypto/kdf.js';
 import { openDatabase } from './db/database.js';
 import { migrateUp } from './db/migrations.js';
+import { SearchIndexMaintenance } from './db/search-maintenance.js';
 import { atRestRoutes } from './http/at-rest-routes.js';
 import { authRoutes } from './http/auth-routes.js';
 import { conversationRoutes } from './http/conversations-routes.js';
@@ -92,6 +93,11 @@ export async function startServer(config: Config, deps: ServerDeps = {}): Promis
         maxQueryTokens: config.searchMaxQueryTokens,
       })
     : null;
+  // PGlite is one session: a background merge there would only queue behind the sends.
+  const searchMaintenance =
+    config.searchEnabled && !db.embedded
+      ? new SearchIndexMaintenance(db.pool, 1000, (err) => logger.debug({ err: { message: (err as Error).message } }, 'search index merge failed'))
+      : undefined;
   const keys = new KeyVersions(db.pool, keyring, clock, { maxMessages: config.keyRotationMessages, maxAgeS: config.keyRotationMaxAgeS });
   const audit = new AuditLog({ pool: db.pool, logger, clock });
   const app = uWS.App();
@@ -227,6 +233,7 @@ export async function startServer(config: Config, deps: ServerDeps = {}): Promis
         if (!drained) logger.warn({ inFlight: inFlight.count }, 'shutdown: requests still running after 10 s');
         await batcher.drain();
         await limiter.close();
+        await searchMaintenance?.close();
         sockets.closeAll();
         hub.close();
         await events.close();

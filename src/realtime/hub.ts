@@ -43,8 +43,8 @@ interface OrderState {
   conversationId: string;
   /** The seq to send next; undefined until the start of the sequence here is known. */
   next: number | undefined;
-  /** Events waiting for a predecessor, with when that predecessor was committed (ms). */
-  held: Map<number, { event: EncodedEvent; prevAt: number }>;
+  /** Events waiting for a predecessor, with when that predecessor was committed and when the event arrived (ms). */
+  held: Map<number, { event: EncodedEvent; prevAt: number; seenAt: number }>;
   timer: NodeJS.Timeout | undefined;
 }
 
@@ -267,7 +267,7 @@ export class SocketHub {
     }
     if (state.next === undefined) {
       // First events of this conversation here: where the sequence starts is not known yet.
-      state.held.set(seq, { event, prevAt: prevAt ?? 0 });
+      state.held.set(seq, { event, prevAt: prevAt ?? 0, seenAt: this.#clock() });
       this.#start(state);
       return;
     }
@@ -277,7 +277,7 @@ export class SocketHub {
       return;
     }
     if (seq > state.next) {
-      state.held.set(seq, { event, prevAt: prevAt ?? 0 });
+      state.held.set(seq, { event, prevAt: prevAt ?? 0, seenAt: this.#clock() });
       const s = state;
       state.timer ??= setTimeout(() => this.#flushHeld(s), this.#windowMs);
       return;
@@ -296,7 +296,10 @@ export class SocketHub {
     if (state.timer) clearTimeout(state.timer);
     state.timer = undefined;
     const lowest = Math.min(...state.held.keys());
-    const waitMs = lowest === 1 ? 0 : state.held.get(lowest)!.prevAt + this.#windowMs - this.#clock();
+    const { prevAt, seenAt } = state.held.get(lowest)!;
+    // A predecessor committed within a window of this event's arrival may still be on its way:
+    // wait for it up to a window from that arrival (commit and arrival can be far apart under load).
+    const waitMs = lowest === 1 || prevAt + this.#windowMs <= seenAt ? 0 : seenAt + this.#windowMs - this.#clock();
     if (waitMs > 0) {
       state.timer = setTimeout(() => this.#start(state), Math.min(waitMs, this.#windowMs));
       return;
