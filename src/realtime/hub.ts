@@ -43,8 +43,11 @@ interface OrderState {
   conversationId: string;
   /** The seq to send next; undefined until the start of the sequence here is known. */
   next: number | undefined;
-  /** Events waiting for a predecessor, with when that predecessor was committed and when the event arrived (ms). */
-  held: Map<number, { event: EncodedEvent; prevAt: number; seenAt: number }>;
+  /**
+   * Events waiting for a predecessor: whether that predecessor was written less than a window
+   * before this message (its event may still be on its way), and when this event arrived (ms).
+   */
+  held: Map<number, { event: EncodedEvent; close: boolean; seenAt: number }>;
   timer: NodeJS.Timeout | undefined;
 }
 
@@ -267,7 +270,7 @@ export class SocketHub {
     }
     if (state.next === undefined) {
       // First events of this conversation here: where the sequence starts is not known yet.
-      state.held.set(seq, { event, prevAt: prevAt ?? 0, seenAt: this.#clock() });
+      state.held.set(seq, this.#heldEntry(event, prevAt));
       this.#start(state);
       return;
     }
@@ -277,7 +280,7 @@ export class SocketHub {
       return;
     }
     if (seq > state.next) {
-      state.held.set(seq, { event, prevAt: prevAt ?? 0, seenAt: this.#clock() });
+      state.held.set(seq, this.#heldEntry(event, prevAt));
       const s = state;
       state.timer ??= setTimeout(() => this.#flushHeld(s), this.#windowMs);
       return;
@@ -296,10 +299,8 @@ export class SocketHub {
     if (state.timer) clearTimeout(state.timer);
     state.timer = undefined;
     const lowest = Math.min(...state.held.keys());
-    const { prevAt, seenAt } = state.held.get(lowest)!;
-    // A predecessor committed within a window of this event's arrival may still be on its way:
-    // wait for it up to a window from that arrival (commit and arrival can be far apart under load).
-    const waitMs = lowest === 1 || prevAt + this.#windowMs <= seenAt ? 0 : seenAt + this.#windowMs - this.#clock();
+    const { close, seenAt } = state.held.get(lowest)!;
+    const waitMs = lowest === 1 || !close ? 0 : seenAt + this.#windowMs - this.#clock();
     if (waitMs > 0) {
       state.timer = setTimeout(() => this.#start(state), Math.min(waitMs, this.#windowMs));
       return;
@@ -307,6 +308,17 @@ export class SocketHub {
     state.next = lowest;
     this.#drain(state);
     if (state.held.size > 0) state.timer ??= setTimeout(() => this.#flushHeld(state), this.#windowMs);
+  }
+
+  /**
+   * A predecessor written less than a window before this message (both times from the database's
+   * clock) may have been committed by another instance whose event is still on its way: wait for
+   * it, up to a window from this event's arrival. One written long before was delivered long ago.
+   */
+  #heldEntry(event: EncodedEvent, prevAt: number | undefined): { event: EncodedEvent; close: boolean; seenAt: number } {
+    const createdAt = event.event.type === 'new_message' ? Date.parse(event.event.message.created_at) : NaN;
+    const close = prevAt !== undefined && (!Number.isFinite(createdAt) || createdAt - prevAt < this.#windowMs);
+    return { event, close, seenAt: this.#clock() };
   }
 
   #drain(state: OrderState): void {

@@ -34,7 +34,7 @@ function fakeApp() {
   return { app, FakeSocket, topics };
 }
 
-const message = (seq: number) => ({ type: 'new_message' as const, message: { conversation_id: C, seq } as any });
+const message = (seq: number) => ({ type: 'new_message' as const, message: { conversation_id: C, seq, created_at: new Date().toISOString() } as any });
 const seqs = (s: { frames: any[] }) => s.frames.filter((f) => f.type === 'new_message').map((f) => f.message.seq);
 
 async function setup(now: () => number = Date.now) {
