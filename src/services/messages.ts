@@ -182,12 +182,16 @@ export class MessageService {
     return { message, created: true };
   }
 
-  /** An idempotent replay returns the stored message with the plaintext the client sent (no decryption). */
+  /**
+   * An idempotent replay answers the stored message, decrypted — what recipients see, even when the
+   * retry's content differs — and that decryption is audited like a fetch (SPEC §8).
+   */
   async #replay(conversationId: string, senderId: string, input: SendInput): Promise<Message | undefined> {
     const row = await selectByClientMessageId(this.#o.pool, conversationId, senderId, input.clientMessageId!);
     if (!row) return undefined;
     const receipts = new ReceiptView(await listMembers(this.#o.pool, [conversationId]));
-    return toMessage(row, input.content, receipts.statusOf(row.sender_id, row.seq));
+    const [message] = await this.render(senderId, [row], (r) => receipts.statusOf(r.sender_id, r.seq), 'fetch', null);
+    return message;
   }
 
   /**

@@ -671,14 +671,15 @@ describe('decryption audit', () => {
     expect(Number((await srv.pool.query(SUM, [b.user.id, d])).rows[0].n)).toBe(4);
   });
 
-  it('an idempotent replay adds no audit rows', async () => {
+  it('an idempotent replay answers the stored message decrypted, audited like a fetch (one message each)', async () => {
     const [a, b] = await users(2);
     const d = await direct(a, b);
     const body = { conversation_id: d, content: 'replayed', client_message_id: 'audit-replay' };
     expect((await a.api.post('/api/v1/messages', body)).status).toBe(201);
     for (let i = 0; i < 3; i++) expect((await a.api.post('/api/v1/messages', body)).status).toBe(200);
     await barrier(a);
-    expect(Number((await srv.pool.query('SELECT count(*)::int AS n FROM decryption_audit WHERE conversation_id = $1', [d])).rows[0].n)).toBe(0);
+    const { rows } = await srv.pool.query('SELECT actor_id, purpose, sum(message_count)::int AS n FROM decryption_audit WHERE conversation_id = $1 GROUP BY 1, 2', [d]);
+    expect(rows).toEqual([{ actor_id: a.user.id, purpose: 'fetch', n: 3 }]);
   });
 
   it('the conversation list counts each decrypted last_message for the caller', async () => {

@@ -299,6 +299,23 @@ describe('POST /messages', () => {
       expect((await send(a, c, 'next')).seq).toBe(2);
     });
 
+    it('a retry with different content answers the stored message (what recipients see), also when ten race', async () => {
+      const [a, b] = await users(2);
+      const c = await direct(a, b);
+      const first = await a.api.post('/api/v1/messages', { conversation_id: c, content: 'the original', client_message_id: 'diff-1' });
+      expect(first.status).toBe(201);
+      const retry = await a.api.post('/api/v1/messages', { conversation_id: c, content: 'something else', client_message_id: 'diff-1' });
+      expect(retry.status).toBe(200);
+      expect(retry.body.message.content).toBe('the original');
+      expect(retry.body.message).toEqual(first.body.message);
+      const raced = await Promise.all(
+        Array.from({ length: 10 }, (_, i) => a.api.post('/api/v1/messages', { conversation_id: c, content: `racer ${i}`, client_message_id: 'race-1' })),
+      );
+      const stored = (await b.api.get(`/api/v1/conversations/${c}/messages?limit=10`)).body.messages.find((m: any) => m.client_message_id === 'race-1');
+      expect(raced.filter((r) => r.status === 201)).toHaveLength(1);
+      for (const r of raced) expect(r.body.message.content).toBe(stored.content);
+    });
+
     it('a repeat via recipient_id is also a replay', async () => {
       const [a, b] = await users(2);
       const body = { recipient_id: b.user.id, content: 'hi', client_message_id: 'r-1' };
