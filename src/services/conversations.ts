@@ -20,6 +20,7 @@ import { countExistingUsers } from '../db/users.js';
 import type { KeyVersions } from '../keys/key-versions.js';
 import type { EventPublisher } from '../realtime/events.js';
 import { groupByConversation, type Message } from './message-view.js';
+import { UUID_PATTERN } from '../http/validation.js';
 
 export interface Member {
   user_id: string;
@@ -79,8 +80,13 @@ export function encodeListCursor(activityUs: number, id: string): string {
 }
 
 export function decodeListCursor(cursor: string): { activityUs: number; id: string } {
-  const match = /^(\d{1,20}):([0-9a-f-]{36})$/.exec(Buffer.from(cursor, 'base64url').toString('utf8'));
-  if (!match) throw invalid('before', 'before is not a cursor this server issued');
+  const payload = Buffer.from(cursor, 'base64url').toString('utf8');
+  // Exactly what the server issues: canonical base64url, a µs time that fits a bigint (and a
+  // double, exactly), a UUID — anything else is 400, never a database error.
+  const match = Buffer.from(payload).toString('base64url') === cursor ? /^(\d{1,16}):([0-9a-f-]{36})$/.exec(payload) : null;
+  if (!match || !UUID_PATTERN.test(match[2]!) || !Number.isSafeInteger(Number(match[1]))) {
+    throw invalid('before', 'before is not a cursor this server issued');
+  }
   return { activityUs: Number(match[1]), id: match[2]! };
 }
 

@@ -452,7 +452,16 @@ describe('GET /conversations', () => {
     expect(exact.body.next_cursor).toBeNull();
   });
 
-  it.each(['garbage', 'AAAA', Buffer.from('12:not-a-uuid').toString('base64url'), '!!!'])(
+  it.each([
+    'garbage',
+    'AAAA',
+    Buffer.from('12:not-a-uuid').toString('base64url'),
+    '!!!',
+    // decodable but out of range: bigint overflow, a 36-character non-UUID
+    Buffer.from('99999999999999999999:01234567-89ab-cdef-0123-456789abcdef').toString('base64url'),
+    Buffer.from('12:------------------------------------').toString('base64url'),
+    Buffer.from('12:0123456789abcdef0123456789abcdef0123').toString('base64url'),
+  ])(
     'a cursor the server did not issue (%s) → 400 field before',
     async (cursor) => {
       const u = await user();
