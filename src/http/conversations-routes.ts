@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import type { ConversationService } from '../services/conversations.js';
 import type { Route } from './router.js';
-import { NO_NUL, NO_NUL_MESSAGE, intQuery, parseInput, uuid, uuidParam } from './validation.js';
+import { NO_NUL, NO_NUL_MESSAGE, WELL_FORMED_MESSAGE, intQuery, parseInput, uuid, uuidParam, wellFormed } from './validation.js';
 
 const MAX_GROUP_MEMBERS_PER_REQUEST = 1000;
 
@@ -9,7 +9,7 @@ const createBody = z.discriminatedUnion('type', [
   z.object({ type: z.literal('direct'), member_ids: z.array(uuid).length(1, 'a direct conversation names exactly one other user') }),
   z.object({
     type: z.literal('group'),
-    title: z.string().min(1).max(200).regex(NO_NUL, NO_NUL_MESSAGE).nullish(),
+    title: z.string().min(1).max(200).regex(NO_NUL, NO_NUL_MESSAGE).refine(wellFormed, WELL_FORMED_MESSAGE).nullish(),
     member_ids: z.array(uuid).max(MAX_GROUP_MEMBERS_PER_REQUEST).default([]),
   }),
 ]);

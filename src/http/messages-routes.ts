@@ -3,7 +3,7 @@ import { invalid } from '../errors.js';
 import type { PageCursor } from '../db/messages.js';
 import { CONTENT_TYPES, type MessageService, type SendInput } from '../services/messages.js';
 import type { RequestContext, Route } from './router.js';
-import { NO_NUL, NO_NUL_MESSAGE, intQuery, parseInput, uuid, uuidParam, uuidQuery } from './validation.js';
+import { NO_NUL, NO_NUL_MESSAGE, WELL_FORMED_MESSAGE, intQuery, parseInput, uuid, uuidParam, uuidQuery, wellFormed } from './validation.js';
 
 /** Shared by HTTP sends and socket sends. */
 export const sendFields = {
@@ -14,8 +14,8 @@ export const sendFields = {
     .refine((s) => s.isWellFormed(), 'content must be well-formed Unicode (no lone surrogates)'),
   content_type: z.enum(CONTENT_TYPES).default('text'),
   reply_to_id: uuid.nullish(),
-  client_message_id: z.string().min(1).max(128).regex(NO_NUL, NO_NUL_MESSAGE).nullish(),
-  signature: z.string().max(256).regex(NO_NUL, NO_NUL_MESSAGE).nullish(),
+  client_message_id: z.string().min(1).max(128).regex(NO_NUL, NO_NUL_MESSAGE).refine(wellFormed, WELL_FORMED_MESSAGE).nullish(),
+  signature: z.string().max(256).regex(NO_NUL, NO_NUL_MESSAGE).refine(wellFormed, WELL_FORMED_MESSAGE).nullish(),
 };
 
 /** Where a send goes: exactly one of a conversation or a recipient (HTTP body and socket frame alike). */

@@ -3,10 +3,10 @@ import { invalid } from '../errors.js';
 import { decodeWallet } from '../services/auth.js';
 import type { UserService } from '../services/users.js';
 import type { Route } from './router.js';
-import { NO_NUL, NO_NUL_MESSAGE, parseInput, uuidParam } from './validation.js';
+import { NO_NUL, NO_NUL_MESSAGE, WELL_FORMED_MESSAGE, parseInput, uuidParam, wellFormed } from './validation.js';
 
 const patchMe = z.object({
-  display_name: z.string().regex(NO_NUL, NO_NUL_MESSAGE).refine((s) => {
+  display_name: z.string().regex(NO_NUL, NO_NUL_MESSAGE).refine(wellFormed, WELL_FORMED_MESSAGE).refine((s) => {
     const length = [...s].length;
     return length >= 1 && length <= 64 && s.trim().length > 0;
   }, 'must be 1 to 64 characters'),

@@ -7,6 +7,9 @@ export const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0
 // eslint-disable-next-line no-control-regex -- matching NUL is the point
 export const NO_NUL = /^[^\u0000]*$/;
 export const NO_NUL_MESSAGE = 'must not contain NUL characters';
+/** A lone surrogate cannot be stored as UTF-8: it would come back as U+FFFD (two ids would collide). */
+export const wellFormed = (s: string) => s.isWellFormed();
+export const WELL_FORMED_MESSAGE = 'must be well-formed Unicode (no lone surrogates)';
 
 /** A UUID in any case, normalised to the lowercase canonical form. */
 export const uuid = z.string().regex(UUID_PATTERN, 'must be a UUID').transform((s) => s.toLowerCase());

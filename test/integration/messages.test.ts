@@ -173,6 +173,19 @@ describe('POST /messages', () => {
     expect(conv.body.conversation.last_seq).toBe(0);
   });
 
+  it('a lone surrogate in client_message_id, signature, a group title or a display name is 400 with the field (two ids must not collide as U+FFFD)', async () => {
+    const [a, b] = await users(2);
+    const c = await direct(a, b);
+    expectError(await a.api.post('/api/v1/messages', { conversation_id: c, content: 'x', client_message_id: 'id-\ud800' }), 400, 'invalid_request', 'client_message_id');
+    expectError(await a.api.post('/api/v1/messages', { conversation_id: c, content: 'x', client_message_id: 'id-\udfff' }), 400, 'invalid_request', 'client_message_id');
+    expectError(await a.api.post('/api/v1/messages', { conversation_id: c, content: 'x', signature: 'sig\ud800' }), 400, 'invalid_request', 'signature');
+    expectError(await a.api.post('/api/v1/conversations', { type: 'group', title: 'team \ud83d', member_ids: [b.user.id] }), 400, 'invalid_request', 'title');
+    expectError(await a.api.patch('/api/v1/users/me', { display_name: 'me \udc00' }), 400, 'invalid_request', 'display_name');
+    expect(await countRows('SELECT count(*) AS n FROM messages WHERE conversation_id = $1', [c])).toBe(0);
+    // a well-formed pair is fine
+    expect((await a.api.post('/api/v1/messages', { conversation_id: c, content: 'x', client_message_id: 'id-😀' })).status).toBe(201);
+  });
+
   it('content that is not well-formed Unicode (a lone surrogate) is rejected or round-trips exactly', async () => {
     const [a, b] = await users(2);
     const c = await direct(a, b);
