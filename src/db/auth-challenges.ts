@@ -19,10 +19,10 @@ export async function consumeChallenge(db: Queryable, nonce: string): Promise<Ch
   return rows[0];
 }
 
-/** Drops challenges that expired more than an hour ago, a bounded number at a time. */
-export async function pruneChallenges(db: Queryable, before: Date): Promise<void> {
+/** Drops challenges that expired before `before`, at most `limit` of them (oldest first). */
+export async function pruneChallenges(db: Queryable, before: Date, limit = 1000): Promise<void> {
   await db.query(
-    `DELETE FROM auth_challenges WHERE nonce IN (SELECT nonce FROM auth_challenges WHERE expires_at < $1 LIMIT 1000)`,
-    [before],
+    `DELETE FROM auth_challenges WHERE nonce IN (SELECT nonce FROM auth_challenges WHERE expires_at < $1 ORDER BY expires_at LIMIT $2)`,
+    [before, limit],
   );
 }

@@ -10,6 +10,10 @@ import type { AuthUser } from '../http/router.js';
 import type { Limit, RateLimiter } from './rate-limiter.js';
 import { toUser, type User } from './users.js';
 
+/** Challenges between two prunes of expired ones, and the most one prune removes. */
+const PRUNE_EVERY = 100;
+const PRUNE_BATCH = 1000;
+
 const CHALLENGE_TTL_MS = 5 * 60 * 1000;
 // DER prefix of an ed25519 SubjectPublicKeyInfo; the raw 32-byte key follows it.
 const ED25519_SPKI_PREFIX = Buffer.from('302a300506032b6570032100', 'hex');
@@ -92,6 +96,8 @@ export class AuthService {
     }) as (t: string) => Record<string, unknown>;
   }
 
+  #issued = 0;
+
   async challenge(wallet: string): Promise<Challenge> {
     if (!decodeWallet(wallet)) throw invalid('wallet', 'wallet must be the base58 encoding of a 32-byte ed25519 public key');
     await this.#limiter.take('signin', wallet, this.#signInLimit);
@@ -106,7 +112,9 @@ export class AuthService {
       `Expires: ${expiresAt.toISOString()}`,
     ].join('\n');
     await insertChallenge(this.#pool, nonce, wallet, message, expiresAt);
-    if (Math.random() < 0.01) void pruneChallenges(this.#pool, new Date(now.getTime() - 3600_000)).catch(() => {});
+    // Every PRUNE_EVERY challenges, up to PRUNE_BATCH expired ones go: more than can arrive in
+    // between, so the table stays bounded under a flood of challenges for fresh wallets.
+    if (++this.#issued % PRUNE_EVERY === 0) void pruneChallenges(this.#pool, new Date(now.getTime() - 3600_000), PRUNE_BATCH).catch(() => {});
     return { nonce, message, expires_at: expiresAt.toISOString() };
   }
 
