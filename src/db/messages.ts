@@ -153,6 +153,15 @@ export async function updateMessageContent(
   return selectMessageRow(db, id);
 }
 
+/** Encryptions counted under one conversation key version (sends, edits, re-encryptions). */
+export async function selectKeyMessageCount(db: Queryable, conversationId: string, version: number): Promise<number> {
+  const { rows } = await db.query<{ n: number }>('SELECT message_count AS n FROM conversation_keys WHERE conversation_id = $1 AND version = $2', [
+    conversationId,
+    version,
+  ]);
+  return Number(rows[0]?.n ?? 0);
+}
+
 export async function selectMessageRow(db: Queryable, id: string): Promise<MessageRow | undefined> {
   const { rows } = await db.query<MessageRow>(`${SELECT_WITH_METADATA} WHERE m.id = $1`, [id]);
   return rows[0];

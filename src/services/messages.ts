@@ -5,6 +5,7 @@ import { listMembers, type ConversationRow, type MemberRow } from '../db/convers
 import {
   lockMessage,
   selectByClientMessageId,
+  selectKeyMessageCount,
   selectMessageAccess,
   selectConversationState,
   selectMessagesBySeq,
@@ -239,10 +240,15 @@ export class MessageService {
     const sealed = await this.#seal(key, messageId, userId, plaintext);
     const search = await this.#index(access.conversation_id, content);
     // Lock first: the update's token replacement must see writes committed while it waited (a re-index).
+    let retired = false;
     const row = await withTransaction(this.#o.pool, async (client) => {
       await lockMessage(client, messageId);
-      return updateMessageContent(client, messageId, { ...sealed, keyVersion: key.version }, search);
+      const updated = await updateMessageContent(client, messageId, { ...sealed, keyVersion: key.version }, search);
+      // an edit is an encryption under the key too: it can fill the version, which then retires
+      if (updated) retired = await this.#o.keys.retireIfFull(client, access.conversation_id, key.version, await selectKeyMessageCount(client, access.conversation_id, key.version));
+      return updated;
     });
+    if (retired) this.#o.conversations.forgetKeyVersion(access.conversation_id);
     if (!row) throw new ApiError('conflict', 'a deleted message cannot be edited');
     const receipts = new ReceiptView(await listMembers(this.#o.pool, [row.conversation_id]));
     const message = toMessage(row, content, receipts.statusOf(row.sender_id, row.seq));

@@ -296,6 +296,25 @@ describe('automatic rotation of conversation key versions', () => {
     }
   }, 120_000);
 
+  it('KEY_ROTATION_MESSAGES=3: edits count and retire the version too; the next message and edit use the new one, everything readable', async () => {
+    const s = await startTestServer({ env: { ...ON_A, KEY_ROTATION_MESSAGES: '3' } });
+    try {
+      const [a, b] = await Promise.all([signIn(s.baseUrl), signIn(s.baseUrl)]);
+      const conv = await group(a.api, [b]);
+      const m = await send(a.api, conv, 'version one');
+      for (const text of ['edited once', 'edited twice']) expect((await a.api.patch(`/api/v1/messages/${m.id}`, { content: text })).status).toBe(200);
+      expect(await currentKeyVersion(a.api, conv)).toBe(2); // 1 send + 2 edits = 3 encryptions under version 1
+      const next = await send(b.api, conv, 'under version two');
+      expect((await storedRow(s, next.id)).key_version).toBe(2);
+      expect((await a.api.patch(`/api/v1/messages/${m.id}`, { content: 'edited thrice' })).status).toBe(200);
+      expect((await storedRow(s, m.id)).key_version).toBe(2);
+      const page = await history(b.api, conv);
+      expect(page.map((x) => x.content)).toEqual(['edited thrice', 'under version two']);
+    } finally {
+      await s.close();
+    }
+  }, 120_000);
+
   it('KEY_ROTATION_MESSAGES=5 under concurrent senders: every send succeeds (the server\'s own rotation is no reason for a 503)', async () => {
     const s = await startTestServer({ env: { ...ON_A, KEY_ROTATION_MESSAGES: '5' } });
     try {
