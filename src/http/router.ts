@@ -63,6 +63,8 @@ const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 interface Incoming {
   aborted: boolean;
+  /** Set while a body is being read: a client that goes away mid-body ends the read. */
+  onAbort?: () => void;
   started: number;
   requestId: string;
   route: string;
@@ -108,7 +110,7 @@ export function errorReply(err: unknown, logger: Logger, requestId: string, onUn
 }
 
 /** Reads the body with the bound enforced while it streams in; rejects with 413 beyond it. */
-function readBody(res: HttpResponse, limit: number, declared: number): Promise<Buffer> {
+function readBody(res: HttpResponse, limit: number, declared: number, state: Incoming): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     if (declared > limit) {
       reject(new ApiError('payload_too_large', `request body exceeds ${limit} bytes`));
@@ -117,6 +119,13 @@ function readBody(res: HttpResponse, limit: number, declared: number): Promise<B
     const chunks: Buffer[] = [];
     let size = 0;
     let done = false;
+    // uWS calls no more onData once the client is gone: without this the request would stay
+    // in flight for ever (and every later shutdown would wait its whole drain timeout)
+    state.onAbort = () => {
+      if (done) return;
+      done = true;
+      reject(new ApiError('invalid_request', 'the client went away before sending the whole body'));
+    };
     res.onData((chunk, isLast) => {
       if (done) return;
       size += chunk.byteLength;
@@ -167,6 +176,7 @@ export function mountRoutes(app: TemplatedApp, routes: Route[], options: RouterO
       const state: Incoming = { aborted: false, started: performance.now(), requestId: '', route: route.path, method: route.method };
       res.onAborted(() => {
         state.aborted = true;
+        state.onAbort?.();
       });
       // The request object is only valid until the first await: read everything now.
       const givenId = req.getHeader('x-request-id');
@@ -185,7 +195,7 @@ export function mountRoutes(app: TemplatedApp, routes: Route[], options: RouterO
         }
       });
       const query = new URLSearchParams(req.getQuery() ?? '');
-      const body = hasBody ? readBody(res, options.maxBodyBytes, contentLength) : Promise.resolve(Buffer.alloc(0));
+      const body = hasBody ? readBody(res, options.maxBodyBytes, contentLength, state) : Promise.resolve(Buffer.alloc(0));
       // A rejected body is answered below; keep it from surfacing as an unhandled rejection meanwhile.
       body.catch(() => {});
 
