@@ -10,6 +10,8 @@ export type Method = 'get' | 'post' | 'patch' | 'delete';
 export interface AuthUser {
   id: string;
   wallet: string;
+  /** When the token presented expires (ms since the epoch, service clock). */
+  expiresAtMs?: number;
 }
 
 export interface RequestContext {

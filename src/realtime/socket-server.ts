@@ -19,6 +19,9 @@ interface SocketData {
   userId: string;
   msgpack: boolean;
   closed: boolean;
+  /** When the token the socket was opened with expires (ms, service clock). */
+  expiresAtMs: number | undefined;
+  expiry?: NodeJS.Timeout;
 }
 
 export interface SocketServerOptions {
@@ -69,8 +72,9 @@ export class SocketServer {
         const key = req.getHeader('sec-websocket-key');
         const extensions = req.getHeader('sec-websocket-extensions');
         let userId: string;
+        let expiresAtMs: number | undefined;
         try {
-          userId = o.auth.authenticate(token).id;
+          ({ id: userId, expiresAtMs } = o.auth.authenticate(token));
         } catch (err) {
           const message = err instanceof ApiError ? err.message : 'invalid token';
           res.cork(() => {
@@ -79,12 +83,13 @@ export class SocketServer {
           return;
         }
         const msgpack = offered.includes(MSGPACK_PROTOCOL);
-        res.upgrade<SocketData>({ id: randomUUID(), userId, msgpack, closed: false }, key, msgpack ? MSGPACK_PROTOCOL : '', extensions, context);
+        res.upgrade<SocketData>({ id: randomUUID(), userId, msgpack, closed: false, expiresAtMs }, key, msgpack ? MSGPACK_PROTOCOL : '', extensions, context);
       },
       open: (ws) => {
         const data = ws.getUserData();
         this.#sockets.add(ws);
         o.onConnections?.(1);
+        this.#watchExpiry(ws, data);
         // hello once the socket is subscribed to the user's conversations: every later event reaches it
         void o.hub.attach(ws, data.userId).then(() => this.#reply(ws, data, { type: 'hello', user_id: data.userId }));
       },
@@ -95,6 +100,7 @@ export class SocketServer {
           return;
         }
         const data = ws.getUserData();
+        if (this.#expired(ws, data)) return;
         let raw: unknown;
         let frame: ClientFrame;
         try {
@@ -116,11 +122,31 @@ export class SocketServer {
       close: (ws) => {
         const data = ws.getUserData();
         data.closed = true;
+        if (data.expiry) clearTimeout(data.expiry);
         this.#sockets.delete(ws);
         o.hub.detach(ws, data.userId);
         o.onConnections?.(-1);
       },
     });
+  }
+
+  /** A socket lives as long as its token: at expiry an `error` frame, then close 4001. */
+  #watchExpiry(ws: WebSocket<SocketData>, data: SocketData): void {
+    if (data.expiresAtMs === undefined || data.closed) return;
+    // setTimeout holds at most 2^31 - 1 ms (~24.8 days): longer tokens are checked again then
+    const delay = Math.min(Math.max(0, data.expiresAtMs - this.#o.auth.now()), 2 ** 31 - 1);
+    data.expiry = setTimeout(() => {
+      if (!this.#expired(ws, data)) this.#watchExpiry(ws, data);
+    }, delay);
+    data.expiry.unref();
+  }
+
+  /** Closes the socket (after an `error` frame) when its token has expired; true when it did. */
+  #expired(ws: WebSocket<SocketData>, data: SocketData): boolean {
+    if (data.closed || data.expiresAtMs === undefined || this.#o.auth.now() < data.expiresAtMs) return false;
+    this.#reply(ws, data, { type: 'error', request_id: null, error: { code: 'unauthorized', message: 'token expired; reconnect with a fresh token' } });
+    ws.end(4001, 'token expired');
+    return true;
   }
 
   async #handle(ws: WebSocket<SocketData>, data: SocketData, frame: ClientFrame): Promise<void> {

@@ -137,6 +137,9 @@ export class AuthService {
   }
 
   /** Synchronous so the router can check it before reading a body. */
+  /** The service clock's now (ms), to time things against token expiry. */
+  now = (): number => this.#clock().getTime();
+
   authenticate = (token: string): AuthUser => {
     let claims: Record<string, unknown>;
     try {
@@ -148,6 +151,6 @@ export class AuthService {
       throw new ApiError('unauthorized', 'invalid token');
     }
     if (claims.exp * 1000 <= this.#clock().getTime()) throw unauthorized('token expired');
-    return { id: claims.sub, wallet: claims.wal };
+    return { id: claims.sub, wallet: claims.wal, expiresAtMs: claims.exp * 1000 };
   };
 }
