@@ -48,6 +48,8 @@ export interface RunningServer {
   routes: { method: string; path: string }[];
   nativeUws: boolean;
   embeddedDatabase: boolean;
+  /** After an unexpected error: /readyz answers 503 from now on (the process is about to stop). */
+  markFaulted(): void;
   close(): Promise<void>;
 }
 
@@ -160,9 +162,11 @@ export async function startServer(config: Config, deps: ServerDeps = {}): Promis
     search: searchTokens,
   });
 
+  let faulted = false;
   const routes: Route[] = [
     ...opsRoutes(
       [
+        { name: 'process', check: async () => { if (faulted) throw new Error('faulted'); } },
         { name: 'database', check: async () => void (await db.pool.query('SELECT 1')) },
         ...(config.redisUrl ? [{ name: 'redis', check: () => events.ping() }] : []),
       ],
@@ -224,6 +228,9 @@ export async function startServer(config: Config, deps: ServerDeps = {}): Promis
     routes: routes.map((r) => ({ method: r.method.toUpperCase(), path: r.path.replace(/:([a-z_]+)/g, '{$1}') })),
     nativeUws: uwsIsNative,
     embeddedDatabase: db.embedded,
+    markFaulted() {
+      faulted = true;
+    },
     close() {
       closing ??= (async () => {
         // Stop accepting, let accepted requests and frames finish (they will be acknowledged),

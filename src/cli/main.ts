@@ -40,10 +40,18 @@ async function serve(): Promise<void> {
   const config = loadConfigOrExit();
   const logger = createLogger(config.logLevel);
   const server = await startServer(config, { logger });
-  // Last line of defence: a bug in one request's path must not take every connection down.
-  process.on('uncaughtException', (err) => logger.error({ err: { message: err.message, stack: err.stack } }, 'uncaught exception'));
-  process.on('unhandledRejection', (err) => logger.error({ err: { message: (err as Error)?.message, stack: (err as Error)?.stack } }, 'unhandled rejection'));
   let stopping = false;
+  let exitCode = 0;
+  // An unexpected error leaves the process in an unknown state: say so (/readyz 503, so the load
+  // balancer stops sending), finish what was accepted, and exit non-zero for the supervisor.
+  const fault = (what: string, err: unknown) => {
+    logger.error({ err: { message: (err as Error)?.message, stack: (err as Error)?.stack } }, what);
+    server.markFaulted();
+    exitCode = 1;
+    stop(what);
+  };
+  process.on('uncaughtException', (err) => fault('uncaught exception', err));
+  process.on('unhandledRejection', (err) => fault('unhandled rejection', err));
   const stop = (signal: string) => {
     if (stopping) return;
     stopping = true;
@@ -54,7 +62,7 @@ async function serve(): Promise<void> {
     }, 15_000);
     force.unref();
     server.close().then(
-      () => process.exit(0),
+      () => process.exit(exitCode),
       (err: unknown) => {
         logger.error({ err: { message: (err as Error).message } }, 'shutdown failed');
         process.exit(1);
