@@ -166,11 +166,11 @@ export async function startServer(config: Config, deps: ServerDeps = {}): Promis
   const routes: Route[] = [
     ...opsRoutes(
       [
-        { name: 'process', check: async () => { if (faulted) throw new Error('faulted'); } },
         { name: 'database', check: async () => void (await db.pool.query('SELECT 1')) },
         ...(config.redisUrl ? [{ name: 'redis', check: () => events.ping() }] : []),
       ],
       metrics.registry,
+      () => faulted,
     ),
     ...authRoutes(auth),
     ...userRoutes(users),

@@ -10,7 +10,8 @@ const withTimeout = <T>(p: Promise<T>, ms: number) =>
   Promise.race([p, new Promise<never>((_, reject) => setTimeout(() => reject(new Error('timeout')), ms).unref())]);
 
 /** Health and readiness at the root, no auth (SPEC §5, operations). */
-export function opsRoutes(probes: ReadinessProbe[], registry: Registry): Route[] {
+/** `faulted`: the process hit an unexpected error and is stopping (not ready, whatever the probes say). */
+export function opsRoutes(probes: ReadinessProbe[], registry: Registry, faulted: () => boolean = () => false): Route[] {
   return [
     {
       method: 'get',
@@ -33,6 +34,7 @@ export function opsRoutes(probes: ReadinessProbe[], registry: Registry): Route[]
             );
           }),
         );
+        if (faulted()) checks.process = 'unavailable';
         const ready = Object.values(checks).every((v) => v === 'ok');
         return { status: ready ? 200 : 503, body: { status: ready ? 'ok' : 'unavailable', checks } };
       },
