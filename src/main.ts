@@ -130,13 +130,15 @@ export async function startServer(config: Config, deps: ServerDeps = {}): Promis
   });
 
   const limiter = new RateLimiter(events.redis);
-  const tokenSecret = config.authTokenSecret ?? deriveAuthTokenSecret(config.masterKey);
+  // Tokens (and search cursors) are signed with the active master key's secret and accepted under
+  // any configured key's, so they survive a two-phase master-key rollout across instances.
+  const tokenSecrets = config.authTokenSecret ? [config.authTokenSecret] : keyring.fingerprints().map((fp) => deriveAuthTokenSecret(keyring.get(fp)!));
   const perMinute = (max: number) => ({ max, windowMs: 60_000 });
   const auth = new AuthService({
     limiter,
     signInLimit: perMinute(config.rateLimitSignInPerMin),
     pool: db.pool,
-    tokenSecret,
+    tokenSecrets,
     tokenTtlS: config.authTokenTtlS,
     clock,
   });
@@ -179,7 +181,7 @@ export async function startServer(config: Config, deps: ServerDeps = {}): Promis
     // A demonstration aid for the web client; loadConfig refuses the flag in production.
     ...(config.atRestPanel ? atRestRoutes(db.pool) : []),
     ...(searchKeys
-      ? searchRoutes(new SearchService({ pool: db.pool, tokens: searchTokens!, conversations, messages, cursorSecret: tokenSecret }))
+      ? searchRoutes(new SearchService({ pool: db.pool, tokens: searchTokens!, conversations, messages, cursorSecrets: tokenSecrets }))
       : []),
   ];
   if (config.atRestPanel) logger.warn('SOTALK_AT_REST_PANEL is on: members can read stored nonces and ciphertext previews (never enable in production)');

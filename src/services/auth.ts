@@ -48,7 +48,11 @@ function verifyEd25519(publicKey: Buffer, message: string, signature: Buffer): b
 
 export interface AuthServiceOptions {
   pool: pg.Pool;
-  tokenSecret: Buffer;
+  /**
+   * HMAC secrets, raw bytes: tokens are signed with the first and accepted under any, so that
+   * during a master-key rollout a token from one instance works on the other.
+   */
+  tokenSecrets: Buffer[];
   tokenTtlS: number;
   clock: () => Date;
   limiter: RateLimiter;
@@ -77,7 +81,7 @@ export class AuthService {
   readonly #limiter: RateLimiter;
   readonly #signInLimit: Limit;
   readonly #sign: (payload: Record<string, unknown>) => string;
-  readonly #verify: (token: string) => Record<string, unknown>;
+  readonly #verifiers: ((token: string) => Record<string, unknown>)[];
 
   constructor(options: AuthServiceOptions) {
     this.#pool = options.pool;
@@ -85,15 +89,19 @@ export class AuthService {
     this.#ttlS = options.tokenTtlS;
     this.#limiter = options.limiter;
     this.#signInLimit = options.signInLimit;
-    const key = options.tokenSecret.toString('base64');
-    this.#sign = createSigner({ key, algorithm: 'HS256' }) as (p: Record<string, unknown>) => string;
-    this.#verify = createVerifier({
-      key,
-      algorithms: ['HS256'],
-      cache: 10_000,
-      // expiry is checked against the service clock below (injectable in tests)
-      ignoreExpiration: true,
-    }) as (t: string) => Record<string, unknown>;
+    const [first] = options.tokenSecrets;
+    if (!first) throw new Error('AuthService needs a token secret');
+    this.#sign = createSigner({ key: first, algorithm: 'HS256' }) as (p: Record<string, unknown>) => string;
+    this.#verifiers = options.tokenSecrets.map(
+      (key) =>
+        createVerifier({
+          key,
+          algorithms: ['HS256'],
+          cache: 10_000,
+          // expiry is checked against the service clock below (injectable in tests)
+          ignoreExpiration: true,
+        }) as (t: string) => Record<string, unknown>,
+    );
   }
 
   #issued = 0;
@@ -141,12 +149,16 @@ export class AuthService {
   now = (): number => this.#clock().getTime();
 
   authenticate = (token: string): AuthUser => {
-    let claims: Record<string, unknown>;
-    try {
-      claims = this.#verify(token);
-    } catch {
-      throw unauthorized('invalid or expired token');
+    let claims: Record<string, unknown> | undefined;
+    for (const verify of this.#verifiers) {
+      try {
+        claims = verify(token);
+        break;
+      } catch {
+        // not signed with this secret (or malformed): try the next one
+      }
     }
+    if (!claims) throw unauthorized('invalid or expired token');
     if (typeof claims.sub !== 'string' || typeof claims.wal !== 'string' || typeof claims.exp !== 'number') {
       throw new ApiError('unauthorized', 'invalid token');
     }

@@ -14,8 +14,8 @@ export interface SearchServiceOptions {
   tokens: SearchTokenizer;
   conversations: ConversationService;
   messages: MessageService;
-  /** Signs paging cursors, so a cursor the server did not issue is refused. */
-  cursorSecret: Buffer;
+  /** Sign paging cursors (the first; any is accepted), so a cursor the server did not issue is refused. */
+  cursorSecrets: Buffer[];
 }
 
 /** Search over encrypted messages through the blind index (SPEC §5a). */
@@ -26,8 +26,8 @@ export class SearchService {
     this.#o = options;
   }
 
-  #sign(payload: string): string {
-    return createHmac('sha256', this.#o.cursorSecret).update(`sotalk-search-cursor:${payload}`).digest().subarray(0, 16).toString('base64url');
+  #sign(payload: string, secret: Buffer = this.#o.cursorSecrets[0]!): string {
+    return createHmac('sha256', secret).update(`sotalk-search-cursor:${payload}`).digest().subarray(0, 16).toString('base64url');
   }
 
   #encodeCursor(createdUs: number, id: string): string {
@@ -41,9 +41,12 @@ export class SearchService {
     const payload = Buffer.from(body, 'base64url').toString('utf8');
     // Exactly the encoding the server issues (the decoder alone would forgive stray characters).
     const match = Buffer.from(payload).toString('base64url') === body ? /^(\d{1,20}):([0-9a-f-]{36})$/.exec(payload) : null;
-    const expected = Buffer.from(this.#sign(payload));
     const given = Buffer.from(mac);
-    if (!match || given.length !== expected.length || !timingSafeEqual(given, expected)) {
+    const signed = this.#o.cursorSecrets.some((secret) => {
+      const expected = Buffer.from(this.#sign(payload, secret));
+      return given.length === expected.length && timingSafeEqual(given, expected);
+    });
+    if (!match || !signed) {
       throw invalid('before', 'before is not a cursor this server issued');
     }
     return { createdUs: Number(match[1]), id: match[2]! };
