@@ -27,6 +27,9 @@ for i, key in ipairs(KEYS) do
 end
 return out`;
 
+/** Most keys per sync command. */
+const SYNC_CHUNK = 1000;
+
 type RedisWithScripts = Redis & {
   sotalkTake(key: string, windowMs: number): Promise<[number, number]>;
   sotalkSync(...args: (string | number)[]): Promise<number[]>;
@@ -52,16 +55,28 @@ export interface RateLimiterOptions {
   redisTimeoutMs?: number;
 }
 
+/** What the limiter did, for benchmarks and tests. */
+export interface RateLimiterStats {
+  /** Sync commands sent (one per interval with takes — one per 1,000 keys —, plus early ones for busy keys). */
+  syncs: number;
+  /** Takes counted in Redis one by one (limits too small for an allowance). */
+  exactTakes: number;
+  /** Sync commands that failed, exact takes that failed or timed out. */
+  redisFailures: number;
+}
+
 /**
  * Fixed-window rate limits per (bucket, key), shared by every instance through Redis without a
  * Redis round trip per request. Each instance counts takes locally and sends the counts of every
  * key touched to Redis in one command every `syncMs` (50 ms), learning the shared totals back; a
- * decision uses the last shared total plus the takes not yet sent. An instance may admit at most
- * `allowance = floor(max × syncMs / window)` takes of a key that Redis has not heard of, so across
- * N instances a key overshoots its limit by at most N × allowance (for the default 6,000 sends a
- * minute: 5 per instance). Limits too small for an allowance of 1 (sign-ins, typing) are counted
- * in Redis on every take, exactly. If Redis is unavailable, counts stay local (limits are then
- * enforced per instance rather than failing requests) and reach Redis once it is back.
+ * decision uses the last shared total plus the takes Redis has not confirmed yet. An instance holds
+ * at most `allowance = floor(max × syncMs / window)` unconfirmed takes of a key (a take beyond that
+ * waits for a sync, so concurrent takes too), hence across N instances a key overshoots its limit
+ * by at most N × allowance (for the default 6,000 sends a minute: 5 per instance). Limits too small
+ * for an allowance of 1 (sign-ins, typing) are counted in Redis on every take, exactly. One sync is
+ * in flight at a time, even when Redis stalls: a stalled sync's takes stay counted locally and are
+ * never sent twice. If Redis is down or does not answer within `redisTimeoutMs`, takes stop waiting
+ * for it and limits are enforced per instance; the counts reach Redis once it answers again.
  */
 export class RateLimiter {
   readonly #redis: RedisWithScripts | undefined;
@@ -71,8 +86,11 @@ export class RateLimiter {
   readonly #syncMs: number;
   readonly #timeoutMs: number;
   readonly #timer: NodeJS.Timeout | undefined;
+  readonly #stats: RateLimiterStats = { syncs: 0, exactTakes: 0, redisFailures: 0 };
+  /** The sync command in flight (settles when Redis answers or fails, however late). */
   #syncing: Promise<void> | undefined;
-  /** False after a sync failed or timed out, until one succeeds: takes then stop waiting for Redis. */
+  #syncStartedAt = 0;
+  /** False after a Redis call failed or was slower than the timeout, until a sync succeeds: takes then stop waiting for Redis. */
   #answering = true;
 
   constructor(redis?: Redis, options: RateLimiterOptions | (() => number) = {}) {
@@ -84,9 +102,13 @@ export class RateLimiter {
       redis.defineCommand('sotalkTake', { numberOfKeys: 1, lua: TAKE_SCRIPT });
       redis.defineCommand('sotalkSync', { lua: SYNC_SCRIPT });
       this.#redis = redis as RedisWithScripts;
-      this.#timer = setInterval(() => void this.sync(), this.#syncMs);
+      this.#timer = setInterval(() => this.#tick(), this.#syncMs);
       this.#timer.unref();
     }
+  }
+
+  get stats(): Readonly<RateLimiterStats> {
+    return this.#stats;
   }
 
   /** Counts one request; throws 429 `rate_limited` with Retry-After when over the limit. */
@@ -101,9 +123,9 @@ export class RateLimiter {
       if (exact !== undefined) return this.#decide(exact, limit, msLeft, bucket);
     }
     const counter = this.#counter(bucket, key, window, limit.windowMs);
-    // This instance has used its unshared allowance: send it and learn the total first (a sync
-    // already running carries older takes only, hence a second one).
-    for (let i = 0; i < 2 && allowance >= 1 && counter.local >= allowance && this.#usable(); i++) await this.sync();
+    // This instance holds its whole unconfirmed allowance of the key: wait until Redis has it
+    // (each take re-checks after the wait, so concurrent ones do not all slip through one sync).
+    while (allowance >= 1 && counter.sending + counter.local >= allowance && this.#usable()) await this.#awaitSync();
     const count = counter.synced + counter.sending + counter.local + 1;
     if (count > limit.max) this.#decide(count, limit, msLeft, bucket);
     counter.local++;
@@ -132,15 +154,32 @@ export class RateLimiter {
     return this.#answering && this.#redis?.status === 'ready';
   }
 
+  #tick(): void {
+    // A sync still unanswered after the timeout: Redis is stalled, takes stop waiting for it.
+    if (this.#syncing && performance.now() - this.#syncStartedAt > this.#timeoutMs) this.#answering = false;
+    void this.sync();
+  }
+
   /** One take counted in Redis at once (small limits): the shared count, or undefined when Redis does not answer in time. */
   async #takeExact(redisKey: string, windowMs: number): Promise<number | undefined> {
+    this.#stats.exactTakes++;
     try {
       const [count] = await this.#withTimeout(this.#redis!.sotalkTake(redisKey, windowMs));
       this.#answering = true;
       return count;
     } catch {
+      this.#stats.redisFailures++;
       this.#answering = false;
       return undefined;
+    }
+  }
+
+  /** Waits for a sync (starting one if none runs) at most the timeout; a slower one marks Redis as not answering. */
+  async #awaitSync(): Promise<void> {
+    try {
+      await this.#withTimeout(this.sync());
+    } catch {
+      this.#answering = false;
     }
   }
 
@@ -156,34 +195,46 @@ export class RateLimiter {
     }
   }
 
-  /** Sends every counted take to Redis in one command and learns the totals (one sync at a time). */
+  /**
+   * Sends every counted take to Redis in one command and learns the totals. One sync at a time:
+   * while one is in flight (however long Redis takes), this returns it rather than sending again.
+   */
   sync(): Promise<void> {
-    this.#syncing ??= this.#sync().finally(() => (this.#syncing = undefined));
-    return this.#syncing;
+    if (!this.#syncing && this.#dirty.size > 0 && this.#redis?.status === 'ready') {
+      this.#syncStartedAt = performance.now();
+      this.#syncing = this.#send(this.#redis).finally(() => (this.#syncing = undefined));
+    }
+    return this.#syncing ?? Promise.resolve();
   }
 
-  async #sync(): Promise<void> {
-    if (this.#dirty.size === 0 || this.#redis?.status !== 'ready') return;
+  async #send(redis: RedisWithScripts): Promise<void> {
     const batch = [...this.#dirty];
     this.#dirty.clear();
-    for (const c of batch) {
+    const sends: Promise<void>[] = [];
+    // A script blocks Redis while it runs: at most SYNC_CHUNK keys each (~1 ms), sent together.
+    for (let i = 0; i < batch.length; i += SYNC_CHUNK) sends.push(this.#sendChunk(redis, batch.slice(i, i + SYNC_CHUNK)));
+    await Promise.all(sends);
+  }
+
+  async #sendChunk(redis: RedisWithScripts, chunk: Counter[]): Promise<void> {
+    for (const c of chunk) {
       c.sending = c.local;
       c.local = 0;
     }
-    const windowMs = Math.max(...batch.map((c) => c.windowMs));
+    const windowMs = Math.max(...chunk.map((c) => c.windowMs));
+    this.#stats.syncs++;
     try {
-      const totals = await this.#withTimeout(
-        this.#redis.sotalkSync(batch.length, ...batch.map((c) => c.redisKey), windowMs + 1000, ...batch.map((c) => c.sending)),
-      );
-      batch.forEach((c, i) => {
+      const totals = await redis.sotalkSync(chunk.length, ...chunk.map((c) => c.redisKey), windowMs + 1000, ...chunk.map((c) => c.sending));
+      chunk.forEach((c, i) => {
         c.synced = Number(totals[i] ?? c.synced + c.sending);
         c.sending = 0;
       });
       this.#answering = true;
     } catch {
+      this.#stats.redisFailures++;
       this.#answering = false;
-      // Not counted in Redis (down or slow): keep the takes local, to be sent with the next sync.
-      for (const c of batch) {
+      // Redis refused it or the connection failed: keep the takes local, to be sent with the next sync.
+      for (const c of chunk) {
         c.local += c.sending;
         c.sending = 0;
         if (c.local > 0) this.#dirty.add(c);
@@ -191,9 +242,9 @@ export class RateLimiter {
     }
   }
 
-  /** Stops the sync timer after sending what is counted. */
+  /** Stops the sync timer after sending what is counted (waiting for Redis at most the timeout). */
   async close(): Promise<void> {
     if (this.#timer) clearInterval(this.#timer);
-    await this.sync().catch(() => {});
+    await this.#withTimeout(this.sync()).catch(() => {});
   }
 }
