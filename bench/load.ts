@@ -28,9 +28,9 @@ import {
 import { content, createDirect, createGroup, decodeFrame, deliveryStamp, encodeFrame, openSocket, signInMany, type Format, type User } from './lib/chat.js';
 import { createHttpClient, type HttpClient } from './lib/http-client.js';
 import { insertCeiling, readCeiling, type CeilingResult } from './lib/pg-ceiling.js';
-import { CostMeter, costText, type PhaseCost } from './lib/costs.js';
+import { CostMeter, costJson, costText, type CostSample, type PhaseCost } from './lib/costs.js';
 import { searchWords } from '../src/crypto/search-tokens.js';
-import { HEAP_USED, MAX_FDS, RSS, SERVER_CPU, metric, metricSum, openTarget, readMetrics, type Target } from './lib/target.js';
+import { HEAP_USED, MAX_FDS, RSS, metric, metricSum, openTarget, readMetrics, type Target } from './lib/target.js';
 
 const SCENARIOS = ['http-send', 'ws-send', 'history-cold', 'history-hot', 'fanout', 'idle'] as const;
 type Scenario = (typeof SCENARIOS)[number];
@@ -71,7 +71,25 @@ Spawns \`node bin/sotalk.js serve\` on 127.0.0.1 with a fresh database (DATABASE
 names the Postgres server, default postgresql://postgres@127.0.0.1:5432) unless --url is given.
 options:`;
 
-const a = parseArgs(process.argv.slice(2), SPEC, USAGE);
+const OUTPUT = `
+output: per scenario a summary, then ONE JSON line (bench/README.md explains every field). Per measured
+phase (the closed loop, and the open loop of --rate P%) besides rate, latency and errors:
+  cpu/send     CPU µs per answered send (history: per page) of the server (all its threads, from its
+               /metrics), Postgres (every local postgres process, /proc; "this database" = its backends
+               + shared background processes), Redis (INFO cpu) and this load generator; "machine" =
+               all cores busy (/proc/stat), "other processes" = machine minus those
+               JSON: cpu_us_per_send {server, postgres, postgres_db, redis, client, machine, other}
+  redis/send   Redis commands and PUBLISH (+SPUBLISH) per send, from INFO commandstats deltas; the server's
+               own PUBLISH count (sotalk_redis_publishes_total) alongside
+               JSON: redis_cmds_per_send, redis_publish_per_send, server_publish_per_send
+  fanout also per delivered frame: cpu/delivery, redis/delivery (cpu_us_per_delivery, redis_cmds_per_delivery,
+               redis_publish_per_delivery); --senders 1 --window 1 is the latency case (delivery p50)
+  n/a          not measurable in this run (remote Postgres, no REDIS_URL…): a "note:" line and cost_notes say why
+  targets      issue 12 "Send and fan-out pipeline" (and issue 5 "Throughput" where 12 has no counterpart):
+               [met] / [MISS] / [ ? ] (not measurable in this run; the note says what to run); JSON: targets
+Redis and Postgres are measured when REDIS_URL is set (the spawned server uses it) and Postgres is local.`;
+
+const a = parseArgs(process.argv.slice(2), SPEC, USAGE, OUTPUT);
 const duration = num(a, 'duration', 0.5, 3600);
 const O = {
   duration,
@@ -134,33 +152,24 @@ interface DriveResult {
   server_cpu_pct: number | null;
   mode: 'closed' | 'open';
   rate: number | null;
-  /** CPU and Redis commands per answered operation, by component. */
-  cost: PhaseCost | null;
+  /** CPU µs and Redis commands per answered operation, by component. */
+  cost: PhaseCost;
   /** Cost samples at the start and end, to divide by something else (deliveries). */
-  costSamples: [Awaited<ReturnType<CostMeter['sample']>>, Awaited<ReturnType<CostMeter['sample']>>] | null;
+  costSamples: [CostSample, CostSample];
 }
 
 /** Set once the target is open (REDIS_URL, when set, is the server's Redis). */
-let costMeter: CostMeter | undefined;
+let costMeter: CostMeter;
 
 type Op = (n: number, stamp: number) => Promise<string | null>;
 
-async function serverCpuSeconds(target: Target): Promise<number | null> {
-  try {
-    return metric(await readMetrics(target.baseUrl), SERVER_CPU) ?? null;
-  } catch {
-    return null;
-  }
-}
-
-async function drive(target: Target, seconds: number, concurrency: number, rate: number | null, op: Op): Promise<DriveResult> {
+async function drive(seconds: number, concurrency: number, rate: number | null, op: Op): Promise<DriveResult> {
   const latency = new Latency();
   const errors = new Errors();
   let ok = 0;
   let skipped = 0;
   let n = 0;
-  const cpu0 = await serverCpuSeconds(target);
-  const cost0 = costMeter ? await costMeter.sample() : null;
+  const cost0 = await costMeter.sample();
   const meter = cpuMeter();
   const started = now();
   const end = started + seconds * 1000;
@@ -215,8 +224,7 @@ async function drive(target: Target, seconds: number, concurrency: number, rate:
   }
   const elapsed = (now() - started) / 1000;
   const cpu = meter.stop();
-  const cpu1 = await serverCpuSeconds(target);
-  const cost1 = costMeter && cost0 ? await costMeter.sample() : null;
+  const cost1 = await costMeter.sample();
   return {
     ok,
     seconds: elapsed,
@@ -226,11 +234,11 @@ async function drive(target: Target, seconds: number, concurrency: number, rate:
     errors,
     skipped,
     cpu,
-    server_cpu_pct: cpu0 !== null && cpu1 !== null ? round((100 * (cpu1 - cpu0)) / elapsed, 1) : null,
+    server_cpu_pct: cost0.server !== null && cost1.server !== null ? round((100 * (cost1.server - cost0.server)) / ((cost1.at - cost0.at) / 1000), 1) : null,
     mode: rate === null ? 'closed' : 'open',
     rate,
-    cost: cost0 && cost1 ? CostMeter.cost(cost0, cost1, ok) : null,
-    costSamples: cost0 && cost1 ? [cost0, cost1] : null,
+    cost: CostMeter.cost(cost0, cost1, ok),
+    costSamples: [cost0, cost1],
   };
 }
 
@@ -275,7 +283,7 @@ const driveText = (label: string, r: DriveResult, unit: string) =>
     `    errors   ${r.errors.text()}${r.skipped ? `; ${fmt(r.skipped)} not issued (client backlog cap)` : ''}`,
     `    cpu      client ${r.cpu.client_cpu_pct}% of a core (event loop ${Math.round(r.cpu.client_elu * 100)}% busy)` +
       `, server ${r.server_cpu_pct ?? '?'}%, machine ${r.cpu.machine_busy_pct ?? '?'}% of all cores`,
-    ...(r.cost ? [costText(unit.replace(/s$/, ''), r.cost)] : []),
+    costText(unit.replace(/s$/, ''), r.cost),
   ].join('\n');
 
 const driveJson = (r: DriveResult, unit: string) => ({
@@ -290,7 +298,7 @@ const driveJson = (r: DriveResult, unit: string) => ({
   skipped: r.skipped,
   ...r.cpu,
   server_cpu_pct: r.server_cpu_pct,
-  [`cost_per_${unit.replace(/s$/, '')}`]: r.cost,
+  ...costJson(unit.replace(/s$/, ''), r.cost),
 });
 
 function clientWarning(r: DriveResult): string | null {
@@ -310,20 +318,60 @@ function ceilingJson(c: CeilingResult | null, prefix: string) {
   };
 }
 
+// Targets of the issues, checked where a scenario can measure them: `met`, `MISS`, or `?` (not
+// measurable in this run; the note says what to run). Issue 12 restates most of issue 5's send
+// and fan-out targets more strictly; issue 5's are listed only where issue 12 has no counterpart.
+const ISSUES: Record<number, string> = { 12: 'Send and fan-out pipeline', 5: 'Throughput' };
+
 interface Check {
+  issue: number;
   name: string;
   target: string;
   value: number | null;
   met: boolean | null;
+  note?: string;
 }
-const check = (name: string, target: string, value: number | null, pass: (v: number) => boolean): Check => ({
-  name,
-  target,
-  value: value === null ? null : round(value, 3),
-  met: value === null ? null : pass(value),
-});
-const checksText = (checks: Check[]) =>
-  checks.map((c) => `    [${c.met === null ? ' ? ' : c.met ? 'met' : 'MISS'}] ${c.name} ${c.target} (measured ${c.value ?? 'n/a'})`).join('\n');
+/** `pass` sees the value as reported (3 decimals), so 1.0001 commands per send is "1.000", not a miss. */
+const check = (issue: number, name: string, target: string, value: number | null, pass: (v: number) => boolean | null, note?: string): Check => {
+  const v = value === null ? null : round(value, 3);
+  return { issue, name, target, value: v, met: v === null ? null : pass(v), ...(note ? { note } : {}) };
+};
+const valueText = (v: number | null) => (v === null ? 'n/a' : Math.abs(v) >= 1000 ? fmt(v) : String(v));
+function checksText(checks: Check[]): string {
+  const lines: string[] = [];
+  const issues = [...new Set(checks.map((c) => c.issue))].sort((x, y) => y - x);
+  for (const [i, issue] of issues.entries()) {
+    lines.push(`  targets (issue ${issue} "${ISSUES[issue]}")${i > 0 ? ', not restated above' : ''}:`);
+    for (const c of checks.filter((x) => x.issue === issue)) {
+      lines.push(`    [${c.met === null ? ' ? ' : c.met ? 'met' : 'MISS'}] ${c.name} ${c.target} (measured ${valueText(c.value)})${c.note ? ` — ${c.note}` : ''}`);
+    }
+  }
+  return lines.join('\n');
+}
+const notesText = () => {
+  const notes = costMeter.notes();
+  return notes.length ? notes.map((n) => `    note: ${n}`).join('\n') : null;
+};
+/** Why the Postgres figure is missing, or how much of it other databases' backends took. */
+function postgresNote(c: PhaseCost): string | undefined {
+  const { postgres: all, postgres_db: db } = c.cpu_us;
+  if (all === null) return 'not measurable here (see the note above)';
+  if (db !== null && all - db >= Math.max(1, 0.05 * all)) return `this database alone ${db.toFixed(1)}: other databases' backends were busy meanwhile`;
+  return undefined;
+}
+const rateLimitOff = () => (process.env.RATE_LIMIT_SEND_PER_MIN ?? '0') === '0';
+/** Issue 12: Redis traffic per send (any send scenario). */
+function redisChecks(r: DriveResult): Check[] {
+  const c = r.cost;
+  const publishNote =
+    c.redis_publishes !== null && c.server_publishes !== null && Math.abs(c.redis_publishes - c.server_publishes) > 0.02
+      ? `the server counted ${c.server_publishes.toFixed(3)}: something else publishes on this Redis`
+      : undefined;
+  return [
+    check(12, 'Redis commands per send', '≤ 1', c.redis_cmds, (v) => v <= 1, !process.env.REDIS_URL ? 'REDIS_URL is not set' : rateLimitOff() ? 'the send rate limit is off (RATE_LIMIT_SEND_PER_MIN=0): its commands are not in the count' : undefined),
+    check(12, 'PUBLISH per send (one per event, any member count)', '= 1', c.redis_publishes, (v) => Math.abs(v - 1) <= 0.01, publishNote),
+  ];
+}
 
 /** --rate → a rate in sends/s, given the closed-loop max and the pg ceiling when relative. */
 function resolveRate(raw: string | undefined, max: number | null, pg: number | null): number | null {
@@ -373,9 +421,9 @@ const closeAll = (sockets: WebSocket[]) => {
 /** Warm-up, measured phase (closed loop or at --rate), pg insert ceiling, then an open-loop phase for a relative --rate. */
 async function sendScenario(ctx: Ctx, name: 'http-send' | 'ws-send', convs: Conv[], deliveries: Deliveries, closes: Errors, op: Op, concurrency: number) {
   const absolute = O.rate !== undefined && !relativeRate(O.rate) ? resolveRate(O.rate, null, null) : null;
-  if (O.warmup > 0) await drive(ctx.target, O.warmup, concurrency, absolute, op);
+  if (O.warmup > 0) await drive(O.warmup, concurrency, absolute, op);
   deliveries.open();
-  const main = await drive(ctx.target, O.duration, concurrency, absolute, op);
+  const main = await drive(O.duration, concurrency, absolute, op);
   deliveries.closeWindow();
   await deliveries.settle(main.ok);
   const mainDelivered = deliveries.count;
@@ -397,18 +445,43 @@ async function sendScenario(ctx: Ctx, name: 'http-send' | 'ws-send', convs: Conv
     const rate = resolveRate(O.rate, main.per_s, ceiling?.per_s ?? null)!;
     console.log(`  open loop at ${O.rate} = ${fmt(rate)} sends/s for ${O.duration} s…`);
     deliveries.open();
-    const r = await drive(ctx.target, O.duration, concurrency, rate, op);
+    const r = await drive(O.duration, concurrency, rate, op);
     deliveries.closeWindow();
     await deliveries.settle(r.ok);
     open = { r, delivery: deliveries.latency, delivered: deliveries.count };
   }
 
   const ratio = ceiling ? main.per_s / ceiling.per_s : null;
+  const setup = [
+    concurrency !== 256 ? `${concurrency} in flight` : null,
+    process.env.SEARCH_ENABLED === 'false' ? 'search off' : null,
+  ].filter(Boolean);
+  const openAck = open ? open.r.latency.pct(99) : main.mode === 'open' ? main.latency.pct(99) : null;
+  const openRate = open ? O.rate! : main.mode === 'open' ? `${fmt(main.rate!)}/s` : null;
   const checks = [
-    check('sends/s', '≥ 10,000', main.per_s, (v) => v >= 10_000),
-    check('sends/s ÷ pg insert ceiling', '≥ 0.8', ratio, (v) => v >= 0.8),
-    check('delivery p99 ms', '≤ 30', (open ? open.delivery : mainDelivery).pct(99), (v) => v <= 30),
-    check('ack p99 ms at the open-loop rate', '≤ 25', open ? open.r.latency.pct(99) : main.mode === 'open' ? main.latency.pct(99) : null, (v) => v <= 25),
+    check(
+      12,
+      'durable sends/s',
+      '≥ 10,000, or ≥ 0.6 of the same-run pg ceiling',
+      main.per_s,
+      (v) => (v >= 10_000 || (ratio !== null && ratio >= 0.6) ? true : ratio === null ? null : false),
+      [ratio === null ? 'no pg ceiling in this run' : `${ratio.toFixed(2)} of pg`, setup.length ? `the target is at 256 connections with search on; this run: ${setup.join(', ')}` : null]
+        .filter(Boolean)
+        .join('; '),
+    ),
+    check(12, 'server CPU µs per send', '≤ 60', main.cost.cpu_us.server, (v) => v <= 60),
+    check(12, 'Postgres CPU µs per send', '≤ 80', main.cost.cpu_us.postgres, (v) => v <= 80, postgresNote(main.cost)),
+    check(
+      12,
+      'ack p99 ms at 70% of the max rate (open loop)',
+      '≤ 25',
+      openAck,
+      (v) => v <= 25,
+      openRate === null ? 'run with --rate 70%' : O.rate === '70%' ? undefined : `measured at --rate ${openRate}, not 70%`,
+    ),
+    ...redisChecks(main),
+    check(5, 'sends/s ÷ pg insert ceiling', '≥ 0.8', ratio, (v) => v >= 0.8),
+    check(5, 'delivery p99 ms', '≤ 30', (open ? open.delivery : mainDelivery).pct(99), (v) => v <= 30),
   ];
   const lines = [
     driveText('sends', main, 'sends'),
@@ -420,7 +493,7 @@ async function sendScenario(ctx: Ctx, name: 'http-send' | 'ws-send', convs: Conv
       ? [driveText('open loop', open.r, 'sends'), `    delivery ${open.delivery.text()}; ${fmt(open.delivered)} of ${fmt(open.r.ok)} delivered`]
       : []),
     clientWarning(main),
-    '  targets (issue "Throughput"):',
+    notesText(),
     checksText(checks),
   ];
   console.log(lines.filter((l) => l !== null).join('\n'));
@@ -437,6 +510,7 @@ async function sendScenario(ctx: Ctx, name: 'http-send' | 'ws-send', convs: Conv
     ...ceilingJson(ceiling, 'pg_insert_rows'),
     ratio_to_pg: ratio === null ? null : round(ratio, 3),
     open_loop: open ? { ...driveJson(open.r, 'sends'), ...open.delivery.summary('delivery_'), delivered: open.delivered } : null,
+    cost_notes: costMeter.notes(),
     targets: checks,
   };
 }
@@ -547,7 +621,7 @@ function pageOp(ctx: Ctx, pick: (n: number) => { conv: string; user: User; befor
     const r = await ctx.http.request('GET', `/api/v1/conversations/${p.conv}/messages?${q}`, undefined, p.user.token);
     if (r.status !== 200) return r.status === 0 ? r.error! : String(r.status);
     if (n % 20 === 0) {
-      const expected = p.before === null ? O.pageSize : Math.min(O.pageSize, p.before - 1);
+      const expected = Math.min(O.pageSize, p.before === null ? O.prefill : p.before - 1);
       try {
         const page = JSON.parse(r.body.toString('utf8')) as { messages: { content: string | null }[] };
         if (page.messages.length < expected || page.messages.some((m) => typeof m.content !== 'string' || !m.content.startsWith('@@T'))) bad++;
@@ -584,8 +658,8 @@ async function historyScenario(ctx: Ctx, name: 'history-cold' | 'history-hot') {
       ? `  ${O.connections} readers of the latest page (limit=${O.pageSize}) of one conversation, ${convs[0]!.readers.length} member tokens`
       : `  ${O.connections} readers of random pages (limit=${O.pageSize}&before_seq∈[${minBefore}, ${lastSeq + 1}]) of ${convs.length} conversations`,
   );
-  if (O.warmup > 0) await drive(ctx.target, O.warmup, O.connections, null, op);
-  const main = await drive(ctx.target, O.duration, O.connections, null, op);
+  if (O.warmup > 0) await drive(O.warmup, O.connections, null, op);
+  const main = await drive(O.duration, O.connections, null, op);
 
   let ceiling: CeilingResult | null = null;
   if (ctx.target.pgUrl) {
@@ -600,7 +674,7 @@ async function historyScenario(ctx: Ctx, name: 'history-cold' | 'history-hot') {
     );
   }
   const ratio = ceiling ? main.per_s / ceiling.per_s : null;
-  const checks = [hot ? check('pages/s ÷ bare pg', '≥ 1.5', ratio, (v) => v >= 1.5) : check('pages/s ÷ bare pg', '≥ 0.6', ratio, (v) => v >= 0.6)];
+  const checks = [hot ? check(5, 'hot pages/s ÷ bare pg', '≥ 1.5', ratio, (v) => v >= 1.5) : check(12, 'cold pages/s ÷ bare pg', '≥ 0.6', ratio, (v) => v >= 0.6)];
   const lines = [
     driveText('pages', main, 'pages'),
     `    = ${fmt(main.per_s * O.pageSize)} messages/s decrypted and served; ${bad()} sampled page(s) malformed`,
@@ -608,7 +682,7 @@ async function historyScenario(ctx: Ctx, name: 'history-cold' | 'history-hot') {
       ? `  bare pg: ${fmt(ceiling.per_s)} pages/s (p50 ${ceiling.latency.pct(50)} / p99 ${ceiling.latency.pct(99)} ms, errors ${ceiling.errors.text()}) → ratio ${ratio!.toFixed(2)}`
       : '  bare pg: skipped (no Postgres URL: pass --pg-url with --url)',
     clientWarning(main),
-    '  targets (issue "Throughput"):',
+    notesText(),
     checksText(checks),
   ];
   console.log(lines.filter((l) => l !== null).join('\n'));
@@ -623,6 +697,7 @@ async function historyScenario(ctx: Ctx, name: 'history-cold' | 'history-hot') {
     malformed_sampled_pages: bad(),
     ...ceilingJson(ceiling, 'pg_pages'),
     ratio_to_pg: ratio === null ? null : round(ratio, 3),
+    cost_notes: costMeter.notes(),
     targets: checks,
   };
 }
@@ -670,32 +745,50 @@ async function fanout(ctx: Ctx) {
   };
   try {
     const rate = resolveRate(O.rate?.includes('%') ? undefined : O.rate, null, null);
-    if (O.warmup > 0) await drive(ctx.target, O.warmup, O.window, rate, op);
+    if (O.warmup > 0) await drive(O.warmup, O.window, rate, op);
     await sleep(200);
     const m0 = await readMetrics(ctx.target.baseUrl).catch(() => null);
     deliveries.open();
-    const main = await drive(ctx.target, O.duration, O.window, rate, op);
+    const main = await drive(O.duration, O.window, rate, op);
     deliveries.closeWindow();
     const m1 = await readMetrics(ctx.target.baseUrl).catch(() => null);
     const expected = main.ok * users.length;
     await deliveries.settle(expected, 5000);
     const perS = deliveries.count / main.seconds;
     const framesOut = m0 && m1 ? (metricSum(m1, 'sotalk_ws_frames_total', 'direction="out"') - metricSum(m0, 'sotalk_ws_frames_total', 'direction="out"')) / main.seconds : null;
-    const perDelivery = main.costSamples ? CostMeter.cost(main.costSamples[0], main.costSamples[1], deliveries.count) : null;
+    const perDelivery = CostMeter.cost(main.costSamples[0], main.costSamples[1], deliveries.count);
+    // "≥ 300,000 deliveries/s or the load generator's own limit": every frame is parsed by this
+    // one process, so a busy event loop here caps the figure before the server does.
+    const clientBound = main.cpu.client_elu > 0.9;
+    const latencyCase = senderCount === 1 && O.window === 1;
     const checks = [
-      check('socket deliveries/s', '≥ 300,000', perS, (v) => v >= 300_000),
-      check('server CPU µs per delivery', '≤ 1.5', perDelivery?.server_us ?? null, (v) => v <= 1.5),
-      check('PUBLISH per send (one per event, any group size)', '= 1', main.cost?.redis_publishes ?? null, (v) => Math.abs(v - 1) < 0.02),
-      ...(senderCount === 1 && O.window === 1 ? [check('delivery p50 ms, one sender, one in flight', '< 3', deliveries.latency.pct(50), (v) => v < 3)] : []),
+      check(
+        12,
+        'socket deliveries/s',
+        "≥ 300,000 or the load generator's own limit",
+        perS,
+        // the latency case sends one message at a time: its rate says nothing about throughput
+        (v) => (latencyCase ? null : v >= 300_000 || clientBound),
+        [
+          clientBound ? `load generator's event loop ${Math.round(main.cpu.client_elu * 100)}% busy: this is its own limit` : null,
+          users.length !== 100 ? `the target is for 100 members; this group has ${users.length}` : null,
+          latencyCase ? 'not judged: one sender, one in flight is the latency case' : null,
+        ]
+          .filter(Boolean)
+          .join('; ') || undefined,
+      ),
+      check(12, 'server CPU µs per delivery', '≤ 1.5', perDelivery.cpu_us.server, (v) => (latencyCase ? null : v <= 1.5), latencyCase ? 'not judged in the latency case (fixed costs spread over few sends)' : undefined),
+      ...redisChecks(main),
+      check(12, 'delivery p50 ms, one sender, one request in flight', '< 3', latencyCase ? deliveries.latency.pct(50) : null, (v) => v < 3, latencyCase ? undefined : 'run --scenario fanout --senders 1 --window 1'),
     ];
     const lines = [
       driveText('sends', main, 'sends'),
-      ...(perDelivery ? [costText('delivery', perDelivery)] : []),
+      costText('delivery', perDelivery),
       `  deliveries: ${fmt(perS)} frames/s across ${sockets.length} sockets (${fmt(deliveries.count)} of ${fmt(expected)} expected; server counted ${framesOut === null ? '?' : fmt(framesOut)} frames out/s)`,
       `    delivery ${deliveries.latency.text()}`,
       `    socket closes: ${closes.text()}`,
       clientWarning(main),
-      '  targets (issue "Throughput"):',
+      notesText(),
       checksText(checks),
     ];
     console.log(lines.filter((l) => l !== null).join('\n'));
@@ -712,9 +805,10 @@ async function fanout(ctx: Ctx) {
       delivery_ratio: expected ? round(deliveries.count / expected, 4) : null,
       server_frames_out_per_s: framesOut === null ? null : round(framesOut, 1),
       ...driveJson(main, 'sends'),
-      cost_per_delivery: perDelivery,
+      ...costJson('delivery', perDelivery),
       ...deliveries.latency.summary('delivery_'),
       socket_closes: { ...closes.counts },
+      cost_notes: costMeter.notes(),
       targets: checks,
     };
   } finally {
@@ -814,8 +908,8 @@ async function idle(ctx: Ctx) {
     const heapPerSocket = heapPoints.length >= 2 ? slope(heapPoints.map((p) => [p.sockets, p.heap!])) : null;
     const clientRss = process.memoryUsage().rss;
     const checks = [
-      check('idle authenticated sockets', '≥ 50,000', opened, (v) => v >= 50_000),
-      check('server RSS bytes per socket', '≤ 2048', perSocket, (v) => v <= 2048),
+      check(5, 'idle authenticated sockets', '≥ 50,000', opened, (v) => v >= 50_000),
+      check(5, 'server RSS bytes per socket', '≤ 2048', perSocket, (v) => v <= 2048),
     ];
     const mib = (b: number) => (b / 2 ** 20).toFixed(1);
     const b = (v: number | null) => (v === null ? '?' : fmt(v));
@@ -824,7 +918,6 @@ async function idle(ctx: Ctx) {
         `  server RSS by open sockets: ${points.map((p) => `${fmt(p.sockets)} → ${mib(p.rss)} MiB`).join(', ')}; ${mib(end.rss)} MiB after ${O.duration} s idle`,
         `  = ${b(perSocket)} bytes of RSS per socket (${fitted !== null ? 'slope over the steps' : 'after − before'}; after − before: ${b(naive)}, at the end: ${b(perSocketEnd)}; JS heap ${b(heapPerSocket)} bytes/socket)`,
         `  sotalk_ws_connections: ${after.connections ?? '?'}; closes while idle: ${closes.text()}; this process: ${mib(clientRss)} MiB RSS`,
-        '  targets (issue "Throughput"):',
         checksText(checks),
       ].join('\n'),
     );

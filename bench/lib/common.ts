@@ -14,13 +14,15 @@ export interface OptionSpec {
   help: string;
 }
 
-export function parseArgs(argv: string[], spec: Record<string, OptionSpec>, usage: string): Record<string, string | undefined> {
+/** `epilogue`, when given, is printed after the options by --help (e.g. what the output means). */
+export function parseArgs(argv: string[], spec: Record<string, OptionSpec>, usage: string, epilogue?: string): Record<string, string | undefined> {
   const out: Record<string, string | undefined> = {};
   for (const [k, s] of Object.entries(spec)) out[k] = s.default;
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     if (arg === '--help' || arg === '-h') {
       printHelp(spec, usage);
+      if (epilogue) console.log(epilogue);
       process.exit(0);
     }
     const m = /^--([a-z0-9-]+)(?:=(.*))?$/.exec(arg);
