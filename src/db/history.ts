@@ -1,4 +1,4 @@
-import type { ConversationState, MessageRow, PageCursor } from './messages.js';
+import { SELECT_WITH_METADATA, historyVersion, type ConversationState, type MessageRow, type PageCursor } from './messages.js';
 import type { Queryable } from './transaction.js';
 
 type Row = MessageRow & { kind: 'member' | 'message'; v_last_seq: number; v_edit_version: number; user_id: string; delivered_seq: number; read_seq: number };
@@ -31,12 +31,7 @@ export async function selectMemberPage(
      FROM v JOIN conversation_members cm ON cm.conversation_id = $1
      UNION ALL
      SELECT 'message', NULL, NULL, NULL, NULL, NULL, p.* FROM v, LATERAL (
-       SELECT m.id, m.conversation_id, m.sender_id, m.seq, m.content, m.content_type, m.signature, m.reply_to_id,
-              m.client_message_id, m.created_at, m.updated_at, m.edited_at, m.deleted_at,
-              e.nonce, e.tag, e.key_version, k.created_unix_seconds, k.master_key_fingerprint
-       FROM messages m
-       LEFT JOIN message_encryption_metadata e ON e.message_id = m.id
-       LEFT JOIN conversation_keys k ON k.conversation_id = m.conversation_id AND k.version = e.key_version
+       ${SELECT_WITH_METADATA}
        WHERE m.conversation_id = $1 AND ${where}
        ORDER BY m.seq ${order} LIMIT $3
      ) p`,
@@ -48,7 +43,7 @@ export async function selectMemberPage(
   let version: string | undefined;
   for (const r of rows) {
     if (r.kind === 'member') {
-      version ??= `${r.v_last_seq}:${r.v_edit_version}`;
+      version ??= historyVersion(r.v_last_seq, r.v_edit_version);
       members.push({ user_id: r.user_id, delivered_seq: r.delivered_seq, read_seq: r.read_seq });
     } else messages.push(r);
   }

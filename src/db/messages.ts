@@ -21,11 +21,15 @@ export interface MessageRow {
   master_key_fingerprint: string | null;
 }
 
+/** Columns of a message with its encryption metadata and key version (aliases m, e, k). */
+export const STREAM_COLUMNS = `
+  m.id, m.conversation_id, m.sender_id, m.seq, m.content, m.content_type, m.signature, m.reply_to_id,
+  m.client_message_id, m.created_at, m.updated_at, m.edited_at, m.deleted_at,
+  e.nonce, e.tag, e.key_version, k.created_unix_seconds, k.master_key_fingerprint`;
+
 /** Message columns with their encryption metadata and key version, fetched in the same query. */
-const SELECT_WITH_METADATA = `
-  SELECT m.id, m.conversation_id, m.sender_id, m.seq, m.content, m.content_type, m.signature, m.reply_to_id,
-         m.client_message_id, m.created_at, m.updated_at, m.edited_at, m.deleted_at,
-         e.nonce, e.tag, e.key_version, k.created_unix_seconds, k.master_key_fingerprint
+export const SELECT_WITH_METADATA = `
+  SELECT ${STREAM_COLUMNS}
   FROM messages m
   LEFT JOIN message_encryption_metadata e ON e.message_id = m.id
   LEFT JOIN conversation_keys k ON k.conversation_id = m.conversation_id AND k.version = e.key_version`;
@@ -34,7 +38,7 @@ export type PageCursor = { kind: 'latest' } | { kind: 'before'; seq: number } | 
 
 /** A conversation's history version: changes with every send (last_seq), edit and delete. */
 export type HistoryVersion = string;
-const historyVersion = (lastSeq: number, editVersion: number): HistoryVersion => `${lastSeq}:${editVersion}`;
+export const historyVersion = (lastSeq: number, editVersion: number): HistoryVersion => `${lastSeq}:${editVersion}`;
 
 export interface ConversationState {
   version: HistoryVersion;
@@ -114,15 +118,16 @@ export interface NewMessage {
 
 /**
  * Replaces a live message's ciphertext, metadata and search tokens; undefined when it was
- * deleted meanwhile.
+ * deleted meanwhile. `keyMessageCount`: encryptions now counted under the key version used
+ * (an edit is one: it may fill the version).
  */
 export async function updateMessageContent(
   db: Queryable,
   id: string,
   sealed: { ciphertext: Buffer; nonce: Buffer; tag: Buffer; keyVersion: number },
   search: { tokens: Buffer[]; fingerprint: string } | null,
-): Promise<MessageRow | undefined> {
-  const { rows } = await db.query<{ id: string }>(
+): Promise<{ row: MessageRow; keyMessageCount: number } | undefined> {
+  const { rows } = await db.query<{ id: string; key_message_count: number | null }>(
     `WITH m AS (
        UPDATE messages SET content = $2, edited_at = now(), updated_at = now()
        WHERE id = $1 AND deleted_at IS NULL RETURNING id, conversation_id, created_at
@@ -131,6 +136,7 @@ export async function updateMessageContent(
      ), counted AS (
        UPDATE conversation_keys SET message_count = message_count + 1
        WHERE conversation_id IN (SELECT conversation_id FROM m) AND version = $5
+       RETURNING message_count
      ), e AS (
        INSERT INTO message_encryption_metadata (message_id, nonce, tag, algorithm, key_version)
        SELECT id, $3, $4, 'AES-256-GCM', $5 FROM m
@@ -146,20 +152,12 @@ export async function updateMessageContent(
        -- search off: the message is no longer indexed at all, so a later reindex picks it up
        DELETE FROM message_search_index WHERE $7::text IS NULL AND message_id IN (SELECT id FROM m)
      )
-     SELECT id FROM m`,
+     SELECT id, (SELECT message_count FROM counted) AS key_message_count FROM m`,
     [id, sealed.ciphertext, sealed.nonce, sealed.tag, sealed.keyVersion, search?.tokens ?? [], search?.fingerprint ?? null],
   );
   if (rows.length === 0) return undefined;
-  return selectMessageRow(db, id);
-}
-
-/** Encryptions counted under one conversation key version (sends, edits, re-encryptions). */
-export async function selectKeyMessageCount(db: Queryable, conversationId: string, version: number): Promise<number> {
-  const { rows } = await db.query<{ n: number }>('SELECT message_count AS n FROM conversation_keys WHERE conversation_id = $1 AND version = $2', [
-    conversationId,
-    version,
-  ]);
-  return Number(rows[0]?.n ?? 0);
+  const row = await selectMessageRow(db, id);
+  return row && { row, keyMessageCount: Number(rows[0]!.key_message_count ?? 0) };
 }
 
 export async function selectMessageRow(db: Queryable, id: string): Promise<MessageRow | undefined> {
@@ -196,12 +194,6 @@ export async function lockMessage(db: Queryable, id: string): Promise<void> {
   );
   await db.query('SELECT id FROM messages WHERE id = $1 FOR NO KEY UPDATE', [id]);
 }
-
-/** Columns a streaming job needs to decrypt a message. */
-export const STREAM_COLUMNS = `
-  m.id, m.conversation_id, m.sender_id, m.seq, m.content, m.content_type, m.signature, m.reply_to_id,
-  m.client_message_id, m.created_at, m.updated_at, m.edited_at, m.deleted_at,
-  e.nonce, e.tag, e.key_version, k.created_unix_seconds, k.master_key_fingerprint`;
 
 export const STREAM_FROM = `
   FROM messages m

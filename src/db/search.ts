@@ -1,5 +1,5 @@
 import type { QueryToken } from '../keys/search-keys.js';
-import type { MessageRow } from './messages.js';
+import { STREAM_COLUMNS, type MessageRow } from './messages.js';
 import type { Queryable } from './transaction.js';
 
 export interface SearchRow extends MessageRow {
@@ -11,10 +11,7 @@ const RECENT_WINDOW = 2000;
 /** Matches a search collects through the GIN index before it walks recent messages instead. */
 const PROBE_LIMIT = 4000;
 
-const PAGE_COLUMNS = `m.id, m.conversation_id, m.sender_id, m.seq, m.content, m.content_type, m.signature, m.reply_to_id,
-  m.client_message_id, m.created_at, m.updated_at, m.edited_at, m.deleted_at,
-  e.nonce, e.tag, e.key_version, k.created_unix_seconds, k.master_key_fingerprint,
-  (extract(epoch FROM h.created_at) * 1000000)::bigint AS created_us`;
+const PAGE_COLUMNS = `${STREAM_COLUMNS}, (extract(epoch FROM h.created_at) * 1000000)::bigint AS created_us`;
 
 const PAGE_JOINS = `JOIN messages m ON m.id = h.message_id
   LEFT JOIN message_encryption_metadata e ON e.message_id = m.id

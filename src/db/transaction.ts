@@ -25,10 +25,21 @@ export async function withClient<T>(pool: pg.Pool, fn: (client: pg.PoolClient) =
 /** Deadlocks and serialization failures: the transaction did nothing and may simply run again. */
 const RETRYABLE = new Set(['40P01', '40001']);
 
-export async function withTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>, attempts = 3): Promise<T> {
+/** Runs `fn` again (up to `attempts` times in all) while it fails with a deadlock or serialization failure. */
+export async function retryingConflicts<T>(fn: () => Promise<T>, attempts = 3): Promise<T> {
   for (let attempt = 1; ; attempt++) {
     try {
-      return await withClient(pool, async (client) => {
+      return await fn();
+    } catch (err) {
+      if (attempt >= attempts || !RETRYABLE.has(sqlState(err) ?? '')) throw err;
+    }
+  }
+}
+
+export async function withTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>, attempts = 3): Promise<T> {
+  return retryingConflicts(
+    () =>
+      withClient(pool, async (client) => {
         await client.query('BEGIN');
         try {
           const result = await fn(client);
@@ -38,11 +49,9 @@ export async function withTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClie
           await client.query('ROLLBACK').catch(() => {});
           throw err;
         }
-      });
-    } catch (err) {
-      if (attempt >= attempts || !RETRYABLE.has(sqlState(err) ?? '')) throw err;
-    }
-  }
+      }),
+    attempts,
+  );
 }
 
 /** Postgres SQLSTATE of a failed query, when it has one. */

@@ -79,8 +79,7 @@ export class SearchKeys {
     const out: QueryToken[] = [];
     for (const fingerprint of this.#keyring.fingerprints()) {
       for (const conversationId of conversationIds) {
-        const key = this.#key(fingerprint, conversationId)!;
-        words.forEach((w, word) => out.push({ conversationId, token: searchToken(key, w), word }));
+        this.wordTokensUnder(fingerprint, conversationId, words)!.forEach((token, word) => out.push({ conversationId, token, word }));
       }
     }
     return out;

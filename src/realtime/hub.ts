@@ -102,10 +102,6 @@ export class SocketHub {
     return [...this.#served.keys()];
   }
 
-  hasSockets(userId: string): boolean {
-    return this.#users.has(userId);
-  }
-
   /**
    * A socket opened: subscribe it to its user's topic and conversations. Resolves once it is
    * subscribed to all of them (the socket's `hello` waits for that: every event after it arrives).

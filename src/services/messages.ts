@@ -5,7 +5,6 @@ import { listMembers, type ConversationRow, type MemberRow } from '../db/convers
 import {
   lockMessage,
   selectByClientMessageId,
-  selectKeyMessageCount,
   selectMessageAccess,
   selectConversationState,
   selectMessagesBySeq,
@@ -245,8 +244,8 @@ export class MessageService {
       await lockMessage(client, messageId);
       const updated = await updateMessageContent(client, messageId, { ...sealed, keyVersion: key.version }, search);
       // an edit is an encryption under the key too: it can fill the version, which then retires
-      if (updated) retired = await this.#o.keys.retireIfFull(client, access.conversation_id, key.version, await selectKeyMessageCount(client, access.conversation_id, key.version));
-      return updated;
+      if (updated) retired = await this.#o.keys.retireIfFull(client, access.conversation_id, key.version, updated.keyMessageCount);
+      return updated?.row;
     });
     if (retired) this.#o.conversations.forgetKeyVersion(access.conversation_id);
     if (!row) throw new ApiError('conflict', 'a deleted message cannot be edited');

@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import type { NewMessage } from '../db/messages.js';
 import { commitSendBatch, type CommitOptions, type CommitVerdict } from '../db/send-commit.js';
-import { sqlState } from '../db/transaction.js';
+import { retryingConflicts } from '../db/transaction.js';
 import type { Logger } from '../log.js';
 
 export type SendOutcome = CommitVerdict;
@@ -129,15 +129,8 @@ export class SendBatcher {
   }
 
   /** One call; a deadlock or serialization failure did nothing and runs again. */
-  async #commit(messages: NewMessage[]) {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return await commitSendBatch(this.#pool, messages, this.#keyPolicy());
-      } catch (err) {
-        const state = sqlState(err);
-        if (attempt >= 3 || (state !== '40P01' && state !== '40001')) throw err;
-      }
-    }
+  #commit(messages: NewMessage[]) {
+    return retryingConflicts(() => commitSendBatch(this.#pool, messages, this.#keyPolicy()));
   }
 
   /** Messages waiting for a flush (a gauge for operators). */
