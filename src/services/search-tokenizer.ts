@@ -131,26 +131,31 @@ export class SearchTokenizer {
     }
     if (needed <= this.#o.inlineQueryTokens) return this.#o.keys.queryTokens(conversationIds, words);
     const perChunk = Math.max(1, Math.floor(QUERY_CHUNK / Math.max(1, words.length)));
-    const chunks: Promise<QueryToken[]>[] = [];
+    const tasks: QueryTokenTask[] = [];
     for (const fingerprint of fingerprints) {
       for (let i = 0; i < conversationIds.length; i += perChunk) {
-        const ids = conversationIds.slice(i, i + perChunk);
-        chunks.push(this.#queryChunk({ fingerprints: [fingerprint], conversationIds: ids, words }));
+        tasks.push({ fingerprints: [fingerprint], conversationIds: conversationIds.slice(i, i + perChunk), words });
       }
     }
-    return (await Promise.all(chunks)).flat();
-  }
-
-  async #queryChunk(task: QueryTokenTask): Promise<QueryToken[]> {
-    let lists: Buffer[][];
-    if (this.#o.pooled) {
-      lists = readTokenReply(await this.#o.runTask('queryTokens', task), task.conversationIds.length);
-    } else {
-      await new Promise((resolve) => setImmediate(resolve)); // one chunk per turn of the event loop
-      lists = task.conversationIds.map((c) => this.#o.keys.wordTokensUnder(task.fingerprints[0]!, c, task.words) ?? []);
-    }
+    if (this.#o.pooled) return (await Promise.all(tasks.map((task) => this.#pooledChunk(task)))).flat();
+    // Without workers: one chunk per turn of the event loop, one after the other (chunks queued
+    // together would all run in the same check phase, with no I/O in between).
     const out: QueryToken[] = [];
-    task.conversationIds.forEach((conversationId, i) => lists[i]!.forEach((token, word) => out.push({ conversationId, token, word })));
+    for (const task of tasks) {
+      await new Promise((resolve) => setImmediate(resolve));
+      const lists = task.conversationIds.map((c) => this.#o.keys.wordTokensUnder(task.fingerprints[0]!, c, task.words) ?? []);
+      out.push(...flatten(task, lists));
+    }
     return out;
   }
+
+  async #pooledChunk(task: QueryTokenTask): Promise<QueryToken[]> {
+    return flatten(task, readTokenReply(await this.#o.runTask('queryTokens', task), task.conversationIds.length));
+  }
+}
+
+function flatten(task: QueryTokenTask, lists: Buffer[][]): QueryToken[] {
+  const out: QueryToken[] = [];
+  task.conversationIds.forEach((conversationId, i) => lists[i]!.forEach((token, word) => out.push({ conversationId, token, word })));
+  return out;
 }
