@@ -143,6 +143,9 @@ async function openTarget(o: Options): Promise<Target> {
       // a soak sends far more than a person does; the per-user limits would cap it
       RATE_LIMIT_SEND_PER_MIN: '0',
       RATE_LIMIT_TYPING_PER_MIN: '0',
+      RATE_LIMIT_RECEIPT_PER_MIN: '0',
+      RATE_LIMIT_SIGNIN_PER_ADDRESS_PER_MIN: '0',
+      RATE_LIMIT_CREATE_CONVERSATION_PER_MIN: '0',
       ...(o.poolSize ? { CRYPTO_POOL_SIZE: o.poolSize } : {}),
     },
     stdio: ['ignore', 'pipe', 'pipe'],

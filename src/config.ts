@@ -34,6 +34,18 @@ export interface Config {
   rateLimitSendPerMin: number;
   rateLimitSignInPerMin: number;
   rateLimitTypingPerMin: number;
+  /** Sign-in requests (challenges and verifications) per client address a minute. */
+  rateLimitSignInPerAddressPerMin: number;
+  /** Per user a minute (0: no limit): edits, deletes, rotate-key, conversations created, member changes, receipts, searches. */
+  rateLimitEditPerMin: number;
+  rateLimitDeletePerMin: number;
+  rateLimitRotateKeyPerMin: number;
+  rateLimitCreateConversationPerMin: number;
+  rateLimitMemberChangePerMin: number;
+  rateLimitReceiptPerMin: number;
+  rateLimitSearchPerMin: number;
+  /** Reverse proxies in front of the server whose X-Forwarded-For entries are trusted (0: use the peer address). */
+  trustProxyHops: number;
   dataDir: string;
   searchEnabled: boolean;
   /** Most query tokens (words × conversations × master keys) one search may hash. */
@@ -153,6 +165,16 @@ export function loadConfig(env: Env = process.env): Config {
     rateLimitSendPerMin: intVar(env, 'RATE_LIMIT_SEND_PER_MIN', 6000, 0, 10_000_000),
     rateLimitSignInPerMin: intVar(env, 'RATE_LIMIT_SIGNIN_PER_MIN', 30, 0, 10_000_000),
     rateLimitTypingPerMin: intVar(env, 'RATE_LIMIT_TYPING_PER_MIN', 120, 0, 10_000_000),
+    rateLimitSignInPerAddressPerMin: intVar(env, 'RATE_LIMIT_SIGNIN_PER_ADDRESS_PER_MIN', 300, 0, 10_000_000),
+    rateLimitEditPerMin: intVar(env, 'RATE_LIMIT_EDIT_PER_MIN', 60, 0, 10_000_000),
+    rateLimitDeletePerMin: intVar(env, 'RATE_LIMIT_DELETE_PER_MIN', 60, 0, 10_000_000),
+    rateLimitRotateKeyPerMin: intVar(env, 'RATE_LIMIT_ROTATE_KEY_PER_MIN', 10, 0, 10_000_000),
+    rateLimitCreateConversationPerMin: intVar(env, 'RATE_LIMIT_CREATE_CONVERSATION_PER_MIN', 60, 0, 10_000_000),
+    rateLimitMemberChangePerMin: intVar(env, 'RATE_LIMIT_MEMBER_CHANGE_PER_MIN', 60, 0, 10_000_000),
+    // 1,200 a minute: an allowance of one per 50 ms sync, so receipts never wait on Redis
+    rateLimitReceiptPerMin: intVar(env, 'RATE_LIMIT_RECEIPT_PER_MIN', 1200, 0, 10_000_000),
+    rateLimitSearchPerMin: intVar(env, 'RATE_LIMIT_SEARCH_PER_MIN', 60, 0, 10_000_000),
+    trustProxyHops: intVar(env, 'TRUST_PROXY_HOPS', 0, 0, 16),
     dataDir,
     searchEnabled: boolVar(env, 'SEARCH_ENABLED', true),
     searchMaxQueryTokens: intVar(env, 'SEARCH_MAX_QUERY_TOKENS', 100_000, 1, 10_000_000),

@@ -31,7 +31,7 @@ import { AuditLog } from './services/audit-log.js';
 import { AuthService } from './services/auth.js';
 import { ConversationService } from './services/conversations.js';
 import { MessageService } from './services/messages.js';
-import { RateLimiter } from './services/rate-limiter.js';
+import { RateLimiter, RateLimits } from './services/rate-limiter.js';
 import { HistoryCache } from './services/history-cache.js';
 import { SendBatcher } from './services/send-batcher.js';
 import { UserService } from './services/users.js';
@@ -130,20 +130,31 @@ export async function startServer(config: Config, deps: ServerDeps = {}): Promis
   });
 
   const limiter = new RateLimiter(events.redis);
+  const limits = new RateLimits(limiter, {
+    send: config.rateLimitSendPerMin,
+    typing: config.rateLimitTypingPerMin,
+    signin: config.rateLimitSignInPerMin,
+    'signin-address': config.rateLimitSignInPerAddressPerMin,
+    edit: config.rateLimitEditPerMin,
+    delete: config.rateLimitDeletePerMin,
+    'rotate-key': config.rateLimitRotateKeyPerMin,
+    'create-conversation': config.rateLimitCreateConversationPerMin,
+    'member-change': config.rateLimitMemberChangePerMin,
+    receipt: config.rateLimitReceiptPerMin,
+    search: config.rateLimitSearchPerMin,
+  });
   // Tokens (and search cursors) are signed with the active master key's secret and accepted under
   // any configured key's, so they survive a two-phase master-key rollout across instances.
   const tokenSecrets = config.authTokenSecret ? [config.authTokenSecret] : keyring.fingerprints().map((fp) => deriveAuthTokenSecret(keyring.get(fp)!));
-  const perMinute = (max: number) => ({ max, windowMs: 60_000 });
   const auth = new AuthService({
-    limiter,
-    signInLimit: perMinute(config.rateLimitSignInPerMin),
+    limits,
     pool: db.pool,
     tokenSecrets,
     tokenTtlS: config.authTokenTtlS,
     clock,
   });
   const users = new UserService(db.pool);
-  const conversations = new ConversationService({ pool: db.pool, keys, events });
+  const conversations = new ConversationService({ pool: db.pool, keys, events, limits });
   const batcher = new SendBatcher({
     pool: db.pool,
     logger,
@@ -159,8 +170,7 @@ export async function startServer(config: Config, deps: ServerDeps = {}): Promis
   const messages = new MessageService({
     pool: db.pool, cipher, keys, conversations, audit, events, logger, maxMessageBytes: config.maxMessageBytes, counters: metrics, batcher,
     history: new HistoryCache({ maxBytes: config.historyCacheBytes, ttlMs: config.historyCacheTtlMs }),
-    limiter,
-    sendLimit: perMinute(config.rateLimitSendPerMin),
+    limits,
     search: searchTokens,
   });
 
@@ -181,13 +191,14 @@ export async function startServer(config: Config, deps: ServerDeps = {}): Promis
     // A demonstration aid for the web client; loadConfig refuses the flag in production.
     ...(config.atRestPanel ? atRestRoutes(db.pool) : []),
     ...(searchKeys
-      ? searchRoutes(new SearchService({ pool: db.pool, tokens: searchTokens!, conversations, messages, cursorSecrets: tokenSecrets }))
+      ? searchRoutes(new SearchService({ pool: db.pool, tokens: searchTokens!, conversations, messages, cursorSecrets: tokenSecrets, limits }))
       : []),
   ];
   if (config.atRestPanel) logger.warn('SOTALK_AT_REST_PANEL is on: members can read stored nonces and ciphertext previews (never enable in production)');
   const routerOptions: RouterOptions = {
     maxBodyBytes: bodyLimit(config),
     authenticate: auth.authenticate,
+    trustProxyHops: config.trustProxyHops,
     logger,
     observe: (route, method, status, seconds, requestId) => {
       metrics.observeHttp(route, method, status, seconds);
@@ -207,8 +218,7 @@ export async function startServer(config: Config, deps: ServerDeps = {}): Promis
     logger,
     maxFrameBytes: config.wsMaxFrameBytes,
     maxBufferedBytes: config.wsMaxBufferedBytes,
-    limiter,
-    typingLimit: perMinute(config.rateLimitTypingPerMin),
+    limits,
     inFlight,
     onUnavailable: () => metrics.dependencyErrors.inc({ dependency: 'postgres' }),
     onConnections: (delta) => metrics.wsConnections.inc(delta),

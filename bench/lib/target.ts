@@ -87,6 +87,11 @@ async function spawnServer(o: TargetOptions): Promise<Target> {
     SOTALK_DATA_DIR: dataDir,
     // A benchmark sends far more than a person does; the per-user limit would cap it.
     RATE_LIMIT_SEND_PER_MIN: process.env.RATE_LIMIT_SEND_PER_MIN ?? '0',
+    // Hundreds of simulated users sign in from one address and set up their conversations at once.
+    RATE_LIMIT_SIGNIN_PER_ADDRESS_PER_MIN: process.env.RATE_LIMIT_SIGNIN_PER_ADDRESS_PER_MIN ?? '0',
+    RATE_LIMIT_CREATE_CONVERSATION_PER_MIN: process.env.RATE_LIMIT_CREATE_CONVERSATION_PER_MIN ?? '0',
+    RATE_LIMIT_RECEIPT_PER_MIN: process.env.RATE_LIMIT_RECEIPT_PER_MIN ?? '0',
+    RATE_LIMIT_SEARCH_PER_MIN: process.env.RATE_LIMIT_SEARCH_PER_MIN ?? '0',
     ...o.env,
   };
   // Its own process group: a Ctrl-C in the terminal reaches only this process, which stops the

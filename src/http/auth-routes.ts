@@ -18,7 +18,7 @@ export function authRoutes(auth: AuthService): Route[] {
       auth: false,
       async handle(ctx) {
         const { wallet } = parseInput(challengeBody, ctx.body);
-        return { status: 200, body: await auth.challenge(wallet) };
+        return { status: 200, body: await auth.challenge(wallet, ctx.clientAddress) };
       },
     },
     {
@@ -27,7 +27,7 @@ export function authRoutes(auth: AuthService): Route[] {
       auth: false,
       async handle(ctx) {
         const { wallet, nonce, signature } = parseInput(verifyBody, ctx.body);
-        return { status: 200, body: await auth.verify(wallet, nonce, signature) };
+        return { status: 200, body: await auth.verify(wallet, nonce, signature, ctx.clientAddress) };
       },
     },
   ];

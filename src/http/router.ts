@@ -24,6 +24,8 @@ export interface RequestContext {
   body: Record<string, unknown>;
   requestId: string;
   user: AuthUser;
+  /** The client's address: the peer's, or with TRUST_PROXY_HOPS the one the outermost trusted proxy saw. */
+  clientAddress: string;
 }
 
 export interface Reply {
@@ -46,6 +48,8 @@ export interface Route {
 export interface RouterOptions {
   maxBodyBytes: number;
   authenticate(authorization: string): AuthUser;
+  /** Reverse proxies whose X-Forwarded-For entries are believed (0: the peer address, headers ignored). */
+  trustProxyHops?: number;
   logger: Logger;
   /** Called once per answered request (metrics). */
   observe?(route: string, method: string, status: number, seconds: number, requestId: string): void;
@@ -197,6 +201,7 @@ export function mountRoutes(app: TemplatedApp, routes: Route[], options: RouterO
         }
       });
       const query = new URLSearchParams(req.getQuery() ?? '');
+      const clientAddress = clientAddressOf(res, req, options.trustProxyHops ?? 0);
       const body = hasBody ? readBody(res, options.maxBodyBytes, contentLength, state) : Promise.resolve(Buffer.alloc(0));
       // A rejected body is answered below; keep it from surfacing as an unhandled rejection meanwhile.
       body.catch(() => {});
@@ -215,7 +220,7 @@ export function mountRoutes(app: TemplatedApp, routes: Route[], options: RouterO
             throw new ApiError('unsupported_media_type', 'Content-Type must be application/json');
           }
           const ctx: RequestContext = {
-            method: route.method, route: route.path, params, query, body: parseJsonObject(raw), requestId: state.requestId, user,
+            method: route.method, route: route.path, params, query, body: parseJsonObject(raw), requestId: state.requestId, user, clientAddress,
           };
           write(res, state, await route.handle(ctx), options);
         } catch (err) {
@@ -226,6 +231,17 @@ export function mountRoutes(app: TemplatedApp, routes: Route[], options: RouterO
       })();
     });
   }
+}
+
+/**
+ * With N trusted proxies, the N-th X-Forwarded-For entry from the right is the address the
+ * outermost of them saw (entries further left are the client's own claims, never believed).
+ */
+export function clientAddressOf(res: HttpResponse, req: HttpRequest, trustProxyHops: number): string {
+  const peer = Buffer.from(res.getRemoteAddressAsText()).toString();
+  if (trustProxyHops === 0) return peer;
+  const forwarded = req.getHeader('x-forwarded-for').split(',').map((s) => s.trim()).filter((s) => s !== '');
+  return forwarded[Math.max(0, forwarded.length - trustProxyHops)] ?? peer;
 }
 
 function authenticateHeader(header: string, options: RouterOptions): AuthUser {

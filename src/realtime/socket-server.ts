@@ -7,7 +7,7 @@ import type { TemplatedApp, WebSocket } from '../http/uws.js';
 import type { AuthService } from '../services/auth.js';
 import type { ConversationService } from '../services/conversations.js';
 import type { MessageService } from '../services/messages.js';
-import type { Limit, RateLimiter } from '../services/rate-limiter.js';
+import type { RateLimits } from '../services/rate-limiter.js';
 import { parseInput } from '../http/validation.js';
 import { toSendInput } from '../http/messages-routes.js';
 import type { EventBus } from './fanout.js';
@@ -34,8 +34,8 @@ export interface SocketServerOptions {
   maxFrameBytes: number;
   maxBufferedBytes: number;
   idleTimeoutS?: number;
-  limiter: RateLimiter;
-  typingLimit: Limit;
+  /** `typing`, per user (sends, receipts: counted by the services). */
+  limits: RateLimits;
   inFlight?: InFlight;
   onUnavailable?: () => void;
   onConnections?: (delta: number) => void;
@@ -165,7 +165,7 @@ export class SocketServer {
         await o.conversations.markRead(frame.conversation_id, data.userId, frame.seq, frame.type === 'read' ? 'read' : 'delivered');
         return;
       case 'typing':
-        await o.limiter.take('typing', data.userId, o.typingLimit);
+        await o.limits.take('typing', data.userId);
         await o.conversations.requireMember(frame.conversation_id, data.userId);
         o.bus.typing(frame.conversation_id, data.userId);
         return;

@@ -7,7 +7,7 @@ import { ApiError, invalid, unauthorized } from '../errors.js';
 import { consumeChallenge, insertChallenge, pruneChallenges } from '../db/auth-challenges.js';
 import { upsertUserByWallet } from '../db/users.js';
 import type { AuthUser } from '../http/router.js';
-import type { Limit, RateLimiter } from './rate-limiter.js';
+import type { RateLimits } from './rate-limiter.js';
 import { toUser, type User } from './users.js';
 
 /** Challenges between two prunes of expired ones, and the most one prune removes. */
@@ -55,9 +55,11 @@ export interface AuthServiceOptions {
   tokenSecrets: Buffer[];
   tokenTtlS: number;
   clock: () => Date;
-  limiter: RateLimiter;
-  /** Sign-in attempts (challenges and verifications) per wallet. */
-  signInLimit: Limit;
+  /**
+   * `signin-address`: challenges and verifications per client address; `signin`: proven sign-ins
+   * per wallet (taken only after the signature verifies, so nobody else can spend a wallet's).
+   */
+  limits: RateLimits;
 }
 
 export interface Challenge {
@@ -78,8 +80,7 @@ export class AuthService {
   readonly #pool: pg.Pool;
   readonly #clock: () => Date;
   readonly #ttlS: number;
-  readonly #limiter: RateLimiter;
-  readonly #signInLimit: Limit;
+  readonly #limits: RateLimits;
   readonly #sign: (payload: Record<string, unknown>) => string;
   readonly #verifiers: ((token: string) => Record<string, unknown>)[];
 
@@ -87,8 +88,7 @@ export class AuthService {
     this.#pool = options.pool;
     this.#clock = options.clock;
     this.#ttlS = options.tokenTtlS;
-    this.#limiter = options.limiter;
-    this.#signInLimit = options.signInLimit;
+    this.#limits = options.limits;
     const [first] = options.tokenSecrets;
     if (!first) throw new Error('AuthService needs a token secret');
     this.#sign = createSigner({ key: first, algorithm: 'HS256' }) as (p: Record<string, unknown>) => string;
@@ -106,9 +106,10 @@ export class AuthService {
 
   #issued = 0;
 
-  async challenge(wallet: string): Promise<Challenge> {
+  /** `address` is the client's (the limit on unauthenticated requests is per address, not per wallet). */
+  async challenge(wallet: string, address: string): Promise<Challenge> {
     if (!decodeWallet(wallet)) throw invalid('wallet', 'wallet must be the base58 encoding of a 32-byte ed25519 public key');
-    await this.#limiter.take('signin', wallet, this.#signInLimit);
+    await this.#limits.take('signin-address', address);
     const now = this.#clock();
     const nonce = bs58.encode(randomBytes(24));
     const expiresAt = new Date(now.getTime() + CHALLENGE_TTL_MS);
@@ -126,9 +127,10 @@ export class AuthService {
     return { nonce, message, expires_at: expiresAt.toISOString() };
   }
 
-  async verify(wallet: string, nonce: string, signature: string): Promise<Session> {
+  async verify(wallet: string, nonce: string, signature: string, address: string): Promise<Session> {
     const publicKey = decodeWallet(wallet);
     if (!publicKey) throw invalid('wallet', 'wallet must be the base58 encoding of a 32-byte ed25519 public key');
+    await this.#limits.take('signin-address', address);
     // Used up by any attempt, failed or not.
     const challenge = await consumeChallenge(this.#pool, nonce);
     const now = this.#clock();
@@ -137,6 +139,8 @@ export class AuthService {
     }
     const sig = decodeSignature(signature);
     if (!sig || !verifyEd25519(publicKey, challenge.message, sig)) throw unauthorized('signature does not verify');
+    // Only the key's holder gets here: the wallet's own budget cannot be spent by anyone else.
+    await this.#limits.take('signin', wallet);
     const user = await upsertUserByWallet(this.#pool, uuidv7(), wallet);
     const iat = Math.floor(now.getTime() / 1000);
     const exp = iat + this.#ttlS;

@@ -21,6 +21,7 @@ import type { KeyVersions } from '../keys/key-versions.js';
 import type { EventPublisher } from '../realtime/events.js';
 import { groupByConversation, type Message } from './message-view.js';
 import { UUID_PATTERN } from '../http/validation.js';
+import type { RateLimits } from './rate-limiter.js';
 
 export interface Member {
   user_id: string;
@@ -102,12 +103,15 @@ export interface ConversationServiceOptions {
   pool: pg.Pool;
   keys: KeyVersions;
   events: EventPublisher;
+  /** `create-conversation` (groups, and direct conversations that do not exist yet), `member-change`, `receipt`, `rotate-key`. */
+  limits: RateLimits;
 }
 
 export class ConversationService {
   readonly #pool: pg.Pool;
   readonly #keys: KeyVersions;
   readonly #events: EventPublisher;
+  readonly #limits: RateLimits;
   lastMessages: LastMessageLoader = async () => new Map();
   /** Current key version per conversation for the send path; briefly stale at worst (old versions stay valid). */
   readonly #keyVersions = new LRUCache<string, number>({ max: 50_000, ttl: 2000 });
@@ -116,6 +120,7 @@ export class ConversationService {
     this.#pool = options.pool;
     this.#keys = options.keys;
     this.#events = options.events;
+    this.#limits = options.limits;
   }
 
   /** The conversation if `userId` is a member; 404 otherwise (non-members learn nothing). */
@@ -154,6 +159,7 @@ export class ConversationService {
     const existing = await findDirectConversation(this.#pool, ...pair);
     if (existing) return { conversation: await this.#withMembers(existing), created: false, row: existing };
     if ((await countExistingUsers(this.#pool, [otherId])) !== 1) throw notFound('user', field);
+    await this.#limits.take('create-conversation', userId);
     const inserted = await insertConversation(this.#pool, {
       id: uuidv7(),
       type: 'direct',
@@ -177,6 +183,7 @@ export class ConversationService {
   }
 
   async createGroup(userId: string, title: string | null, memberIds: string[]): Promise<Conversation> {
+    await this.#limits.take('create-conversation', userId);
     const others = [...new Set(memberIds)].filter((id) => id !== userId);
     if (others.length > 0 && (await countExistingUsers(this.#pool, others)) !== others.length) {
       throw notFound('user', 'member_ids');
@@ -212,6 +219,7 @@ export class ConversationService {
   }
 
   async addMember(conversationId: string, actorId: string, userId: string): Promise<Conversation> {
+    await this.#limits.take('member-change', actorId);
     const conv = await this.requireMember(conversationId, actorId);
     if (conv.type === 'direct') throw invalid('user_id', 'members cannot be added to a direct conversation');
     if ((await countExistingUsers(this.#pool, [userId])) !== 1) throw notFound('user', 'user_id');
@@ -223,6 +231,7 @@ export class ConversationService {
   }
 
   async removeMember(conversationId: string, actorId: string, userId: string): Promise<void> {
+    await this.#limits.take('member-change', actorId);
     const conv = await this.requireMember(conversationId, actorId);
     if (conv.type === 'direct') throw invalid('user_id', 'members cannot be removed from a direct conversation');
     if (userId !== actorId && conv.role !== 'owner') throw forbidden('only the owner can remove other members');
@@ -232,6 +241,7 @@ export class ConversationService {
   }
 
   async markRead(conversationId: string, userId: string, seq: number, kind: 'read' | 'delivered' = 'read'): Promise<Receipt> {
+    await this.#limits.take('receipt', userId);
     const row = await advanceReceipts(this.#pool, conversationId, userId, seq, kind);
     if (!row) throw notFound('conversation');
     if (seq > row.last_seq) throw invalid('seq', `seq is above the conversation's last_seq (${row.last_seq})`);
@@ -242,6 +252,7 @@ export class ConversationService {
   }
 
   async rotateKey(conversationId: string, userId: string): Promise<{ conversation_id: string; current_key_version: number }> {
+    await this.#limits.take('rotate-key', userId);
     await this.requireMember(conversationId, userId);
     const version = await rotateConversationKey(this.#pool, conversationId, this.#keys.activeFingerprint, this.#keys.nowUnixSeconds(), 'explicit');
     if (version === undefined) throw new ApiError('not_found', 'conversation not found');

@@ -25,7 +25,7 @@ import type { EventPublisher } from '../realtime/events.js';
 import type { AuditLog } from './audit-log.js';
 import type { SendBatcher, SendOutcome } from './send-batcher.js';
 import { sqlState, withTransaction } from '../db/transaction.js';
-import type { RateLimiter, Limit } from './rate-limiter.js';
+import type { RateLimits } from './rate-limiter.js';
 import type { ConversationService } from './conversations.js';
 import type { CachedPage, HistoryCache } from './history-cache.js';
 import { ReceiptView, statusAcross, toMessage, type DecryptedRow, type Message } from './message-view.js';
@@ -62,8 +62,7 @@ export interface MessageServiceOptions {
   counters: MessageCounters;
   batcher: SendBatcher;
   history: HistoryCache;
-  limiter: RateLimiter;
-  sendLimit: Limit;
+  limits: RateLimits;
   /** Blind-index tokens for search; null when SEARCH_ENABLED=false. */
   search: SearchTokenizer | null;
 }
@@ -107,7 +106,7 @@ export class MessageService {
    */
   async send(senderId: string, input: SendInput): Promise<{ message: Message; created: boolean }> {
     const plaintext = this.#encode(input.content);
-    await this.#o.limiter.take('send', senderId, this.#o.sendLimit);
+    await this.#o.limits.take('send', senderId);
     let conversationId: string;
     let keyVersion: number;
     if (input.recipientId) {
@@ -231,6 +230,7 @@ export class MessageService {
 
   async edit(userId: string, messageId: string, content: string): Promise<Message> {
     const plaintext = this.#encode(content);
+    await this.#o.limits.take('edit', userId);
     const access = await selectMessageAccess(this.#o.pool, messageId, userId);
     if (!access || !access.is_member) throw notFound('message', 'id');
     if (access.sender_id !== userId) throw forbidden('only the sender can edit a message');
@@ -256,6 +256,7 @@ export class MessageService {
   }
 
   async delete(userId: string, messageId: string): Promise<Message> {
+    await this.#o.limits.take('delete', userId);
     const access = await selectMessageAccess(this.#o.pool, messageId, userId);
     if (!access || !access.is_member) throw notFound('message', 'id');
     if (access.sender_id !== userId) throw forbidden('only the sender can delete a message');

@@ -248,3 +248,33 @@ export class RateLimiter {
     await this.#withTimeout(this.sync()).catch(() => {});
   }
 }
+
+/** What is limited: per user, except `signin` (per wallet, proven sign-ins) and `signin-address` (per client address). */
+export type LimitName =
+  | 'send'
+  | 'typing'
+  | 'signin'
+  | 'signin-address'
+  | 'edit'
+  | 'delete'
+  | 'rotate-key'
+  | 'create-conversation'
+  | 'member-change'
+  | 'receipt'
+  | 'search';
+
+/** The server's named limits (requests a minute; 0 disables each) over one shared RateLimiter. */
+export class RateLimits {
+  readonly #limiter: RateLimiter;
+  readonly #limits: Record<LimitName, Limit>;
+
+  constructor(limiter: RateLimiter, perMinute: Record<LimitName, number>) {
+    this.#limiter = limiter;
+    this.#limits = Object.fromEntries(Object.entries(perMinute).map(([name, max]) => [name, { max, windowMs: 60_000 }])) as Record<LimitName, Limit>;
+  }
+
+  /** Counts one request of `name` for `key`; throws 429 `rate_limited` with Retry-After beyond the limit. */
+  take(name: LimitName, key: string): Promise<void> {
+    return this.#limiter.take(name, key, this.#limits[name]);
+  }
+}

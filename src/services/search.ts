@@ -8,6 +8,7 @@ import type { SearchTokenizer } from './search-tokenizer.js';
 import type { ConversationService } from './conversations.js';
 import { statusAcross, type Message } from './message-view.js';
 import type { MessageService } from './messages.js';
+import type { RateLimits } from './rate-limiter.js';
 
 export interface SearchServiceOptions {
   pool: pg.Pool;
@@ -16,6 +17,8 @@ export interface SearchServiceOptions {
   messages: MessageService;
   /** Sign paging cursors (the first; any is accepted), so a cursor the server did not issue is refused. */
   cursorSecrets: Buffer[];
+  /** `search`, per user. */
+  limits: RateLimits;
 }
 
 /** Search over encrypted messages through the blind index (SPEC §5a). */
@@ -63,6 +66,7 @@ export class SearchService {
     const words = searchWords(q);
     if (words.length === 0) throw invalid('q', 'q must contain at least one word of 2 to 64 letters or digits');
     const cursor = before === undefined ? undefined : this.#decodeCursor(before);
+    await this.#o.limits.take('search', viewerId);
     let conversationIds: string[];
     if (conversationId) {
       await this.#o.conversations.requireMember(conversationId, viewerId);

@@ -80,3 +80,18 @@ export async function signIn(baseUrl: string, wallet: TestWallet = newWallet()):
   if (verify.status !== 200) throw new Error(`verify failed: ${verify.status} ${JSON.stringify(verify.body)}`);
   return { token: verify.body.token, user: verify.body.user, wallet, api: apiClient(baseUrl, verify.body.token) };
 }
+
+/**
+ * Two instances on one database and one Redis (REDIS_URL, else the local default), each
+ * answering /readyz 200 (connected to Redis: until then rate limits count locally).
+ */
+export async function startRedisPair(env: Record<string, string> = {}): Promise<[TestServer, TestServer]> {
+  const redisUrl = process.env.REDIS_URL || 'redis://127.0.0.1:6379';
+  const a = await startTestServer({ env: { ...env, REDIS_URL: redisUrl } });
+  const b = await startTestServer({ env: { ...env, REDIS_URL: redisUrl }, database: a.database });
+  for (const s of [a, b]) {
+    const deadline = Date.now() + 10_000;
+    while ((await fetch(`${s.baseUrl}/readyz`)).status !== 200 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  }
+  return [a, b];
+}

@@ -9,7 +9,7 @@ let srv: TestServer;
 let now = Date.parse('2026-01-01T00:00:00Z');
 
 beforeAll(async () => {
-  srv = await startTestServer({ env: { RATE_LIMIT_SIGNIN_PER_MIN: '0' }, deps: { clock: () => new Date(now) } });
+  srv = await startTestServer({ env: { RATE_LIMIT_SIGNIN_PER_MIN: '0', RATE_LIMIT_SIGNIN_PER_ADDRESS_PER_MIN: '0' }, deps: { clock: () => new Date(now) } });
 });
 
 afterAll(async () => {

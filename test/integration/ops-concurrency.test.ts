@@ -9,7 +9,7 @@ let a: SignedInUser;
 let b: SignedInUser;
 
 beforeAll(async () => {
-  srv = await startTestServer({ env: { RATE_LIMIT_SEND_PER_MIN: '0' } });
+  srv = await startTestServer({ env: { RATE_LIMIT_SEND_PER_MIN: '0', RATE_LIMIT_EDIT_PER_MIN: '0', RATE_LIMIT_RECEIPT_PER_MIN: '0' } });
   [a, b] = await Promise.all([signIn(srv.baseUrl), signIn(srv.baseUrl)]);
 });
 

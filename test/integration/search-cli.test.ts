@@ -21,7 +21,7 @@ import { FP_A, FP_B, KEY_A_B64, KEY_B_B64, ON_A, ON_B_WITH_A, ONLY_B, holdMessag
 // ---------------------------------------------------------------- keys
 
 /** Tokens must survive restarts with other master keys (the default secret derives from the key). */
-const COMMON = { AUTH_TOKEN_SECRET: 'search-cli-tests-token-secret-0123456789abcdef', RATE_LIMIT_SEND_PER_MIN: '0' };
+const COMMON = { AUTH_TOKEN_SECRET: 'search-cli-tests-token-secret-0123456789abcdef', RATE_LIMIT_SEND_PER_MIN: '0', RATE_LIMIT_SEARCH_PER_MIN: '0' };
 const OFF = { SEARCH_ENABLED: 'false' };
 
 /** SPEC §5a by hand: HMAC-SHA256(HKDF(master, salt = conversation id, "sotalk-search-v1"), word)[0:16]. */
