@@ -7,6 +7,7 @@ import { migrateUp } from './db/migrations.js';
 import { SearchIndexMaintenance } from './db/search-maintenance.js';
 import { atRestRoutes } from './http/at-rest-routes.js';
 import { authRoutes } from './http/auth-routes.js';
+import { featureRoutes } from './http/features-routes.js';
 import { conversationRoutes } from './http/conversations-routes.js';
 import { messageRoutes } from './http/messages-routes.js';
 import { opsRoutes } from './http/ops-routes.js';
@@ -184,6 +185,7 @@ export async function startServer(config: Config, deps: ServerDeps = {}): Promis
       metrics.registry,
       () => faulted,
     ),
+    ...featureRoutes({ search: searchKeys !== null, at_rest_panel: config.atRestPanel, max_message_bytes: config.maxMessageBytes }),
     ...authRoutes(auth),
     ...userRoutes(users),
     ...conversationRoutes(conversations),

@@ -10,7 +10,6 @@ const SESSION_KEY = 'sotalk.session.v1'; // this tab's signed-in wallet and toke
 const PAGE_SIZE = 50;
 const TYPING_SEND_EVERY_MS = 3000;
 const TYPING_SHOW_MS = 5000;
-const NIL_UUID = '00000000-0000-0000-0000-000000000000';
 
 const $ = (id) => document.getElementById(id);
 
@@ -257,7 +256,7 @@ async function enterApp() {
   state.socket = new LiveSocket(state.session.token, onFrame, onSocketState);
   state.socket.connect();
   await Promise.all([
-    probeAtRest(),
+    loadFeatures(),
     loadConversations(true).catch((err) => showError('Could not load your conversations', err)),
   ]);
   await route();
@@ -274,13 +273,13 @@ function renderMe() {
   state.users.set(me.id, me);
 }
 
-/** The at-rest endpoint exists only when the server runs with SOTALK_AT_REST_PANEL=true. */
-async function probeAtRest() {
+/** Optional endpoints the server offers (the at-rest panel only with SOTALK_AT_REST_PANEL=true). */
+async function loadFeatures() {
   try {
-    await api.get(`/messages/${NIL_UUID}/at-rest`);
-    state.atRest = true;
-  } catch (err) {
-    state.atRest = err instanceof ApiError && err.status === 404 && err.message !== 'no such endpoint';
+    const { features } = await api.get('/features');
+    state.atRest = features.at_rest_panel === true;
+  } catch {
+    state.atRest = false;
   }
   document.body.classList.toggle('at-rest-on', state.atRest);
 }
