@@ -30,3 +30,35 @@ it('the README two-instance example crosses instances through Redis', async () =
     await second.close();
   }
 });
+
+const runExample = (args: string[], env: Record<string, string> = {}) =>
+  promisify(execFile)(process.execPath, ['--import', 'tsx', ...args], {
+    cwd: new URL('../../', import.meta.url).pathname,
+    timeout: 20_000,
+    env: { ...process.env, ...env },
+  }).then(
+    (r) => ({ code: 0, stdout: r.stdout, stderr: r.stderr }),
+    (e: { code: number; stdout: string; stderr: string }) => ({ code: e.code, stdout: e.stdout, stderr: e.stderr }),
+  );
+
+it('an example pointed at nothing says so in one line and exits 1', async () => {
+  const closed = await startTestServer();
+  const url = closed.baseUrl;
+  await closed.close();
+  const r = await runExample(['docs/examples/quickstart.ts', url]);
+  expect(r.code).toBe(1);
+  expect(r.stderr.trim()).toBe(`cannot reach ${url} (/auth/challenge): is the server running there?`);
+});
+
+it('the two-instance example gives up with a clear message when the instances do not share Redis', async () => {
+  const second = await startTestServer({ database: server.database });
+  try {
+    const r = await runExample(['docs/examples/two-instances.ts', server.baseUrl, second.baseUrl], { EXAMPLE_TIMEOUT_MS: '1500' });
+    expect(r.code).toBe(1);
+    expect(r.stderr.trim()).toBe(
+      `Bob's socket on ${second.baseUrl} got no new_message within 1500 ms: do both instances use the same DATABASE_URL and REDIS_URL?`,
+    );
+  } finally {
+    await second.close();
+  }
+});
