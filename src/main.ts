@@ -1,9 +1,10 @@
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import type { Config } from './config.js';
 import { MessageCipher } from './cipher/message-cipher.js';
 import { deriveAuthTokenSecret } from './crypto/kdf.js';
 import { openDatabase } from './db/database.js';
 import { migrateUp } from './db/migrations.js';
+import { PACKAGE_ROOT } from './paths.js';
 import { SearchIndexMaintenance } from './db/search-maintenance.js';
 import { atRestRoutes } from './http/at-rest-routes.js';
 import { authRoutes } from './http/auth-routes.js';
@@ -228,7 +229,7 @@ export async function startServer(config: Config, deps: ServerDeps = {}): Promis
   });
   sockets.mount(app);
   mountRoutes(app, routes, routerOptions);
-  mountNotFound(app, routerOptions, loadStaticFiles(fileURLToPath(new URL('../web', import.meta.url))));
+  mountNotFound(app, routerOptions, loadStaticFiles(join(PACKAGE_ROOT, 'web')));
 
   const listenSocket = await new Promise<uWS.us_listen_socket>((resolve, reject) => {
     app.listen(config.host, config.port, (socket) => (socket ? resolve(socket) : reject(new Error(`cannot listen on ${config.host}:${config.port}`))));

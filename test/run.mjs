@@ -11,11 +11,13 @@
 // 3. Runs `vitest run <args...>` with TEST_DATABASE_URL and REDIS_URL set and
 //    exits with its exit code. Throwaway servers are stopped and their temp
 //    dirs deleted on exit, including on SIGINT/SIGTERM/SIGHUP.
+//    Before that it compiles the server (`npm run build`, incremental): tests that run the
+//    real `sotalk` binary then run the compiled dist/, as production does.
 //
 // The functions are exported so they can be exercised on their own; the
 // entry-point logic only runs when this file is executed directly.
 
-import { spawn, execFileSync } from 'node:child_process';
+import { spawn, spawnSync, execFileSync } from 'node:child_process';
 import { accessSync, closeSync, constants as fsConstants, chownSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, realpathSync, rmSync, statSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -626,6 +628,12 @@ async function main(argv) {
     const vitestEntry = path.join(REPO_ROOT, 'node_modules', 'vitest', 'vitest.mjs');
     if (!existsSync(vitestEntry)) {
       log(`ERROR: ${path.relative(REPO_ROOT, vitestEntry)} not found; run \`npm ci\` first`);
+      return 1;
+    }
+    log('compiling the server (npm run build)');
+    const build = spawnSync('npm', ['run', '--silent', 'build'], { cwd: REPO_ROOT, stdio: 'inherit' });
+    if (build.status !== 0) {
+      log('ERROR: npm run build failed');
       return 1;
     }
     // Same as node_modules/.bin/vitest, but with this very node binary.

@@ -1,9 +1,10 @@
 import { readdirSync, readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { PACKAGE_ROOT } from '../paths.js';
 import type pg from 'pg';
 import { withClient } from './transaction.js';
 
-export const MIGRATIONS_DIR = fileURLToPath(new URL('../../migrations/', import.meta.url));
+export const MIGRATIONS_DIR = join(PACKAGE_ROOT, 'migrations');
 
 /** Arbitrary constant shared by every SoTalk instance: serialises migrators across processes. */
 const MIGRATION_LOCK_ID = 0x50_7a_1c;

@@ -4,94 +4,22 @@
 //   decryptable by a new server, requests after the signal answered 503 or refused.
 // - 1,000 malformed HTTP requests and 1,000 malformed socket frames: no 500, still healthy, RSS back
 //   near its baseline.
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import { Packr } from 'msgpackr';
 import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { createTestDatabase } from '../helpers/db.js';
 import { signIn, startTestServer, type SignedInUser } from '../helpers/server.js';
+import { spawnServer } from '../helpers/spawned-server.js';
 import { openSocket, type TestSocket } from '../helpers/socket.js';
 
-const REPO = fileURLToPath(new URL('../..', import.meta.url));
 const packr = new Packr({ useRecords: false });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-// ---------------------------------------------------------------- a spawned server
-
-interface Spawned {
-  child: ChildProcess;
-  baseUrl: string;
-  port: number;
-  /** Every stdout/stderr line so far. */
-  lines: string[];
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  /** SIGTERM, then SIGKILL after 20 s; idempotent. */
-  stop(): Promise<void>;
-}
-
-const spawned = new Set<ChildProcess>();
-process.on('exit', () => spawned.forEach((c) => c.kill('SIGKILL')));
-
-async function spawnServer(env: Record<string, string>): Promise<Spawned> {
-  const child = spawn(process.execPath, ['bin/sotalk.js', 'serve'], {
-    cwd: REPO,
-    env: { ...process.env, NODE_ENV: 'test', HOST: '127.0.0.1', PORT: '0', LOG_LEVEL: 'info', CRYPTO_POOL_SIZE: '1', REDIS_URL: '', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  spawned.add(child);
-  const lines: string[] = [];
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.once('exit', (code, signal) => {
-      spawned.delete(child);
-      resolve({ code, signal });
-    }),
-  );
-  const listening = new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no "sotalk listening" within 60 s:\n${lines.join('\n')}`)), 60_000);
-    createInterface({ input: child.stdout! }).on('line', (line) => {
-      lines.push(line);
-      try {
-        const rec = JSON.parse(line);
-        if (rec.msg === 'sotalk listening' && typeof rec.port === 'number') {
-          clearTimeout(timer);
-          resolve(rec.port);
-        }
-      } catch {
-        /* not JSON */
-      }
-    });
-    createInterface({ input: child.stderr! }).on('line', (line) => lines.push(`[stderr] ${line}`));
-    void exited.then(({ code, signal }) => {
-      clearTimeout(timer);
-      reject(new Error(`server exited (${signal ?? code}) before listening:\n${lines.join('\n')}`));
-    });
-  });
-  const port = await listening;
-  let stopping: Promise<void> | undefined;
-  return {
-    child,
-    port,
-    baseUrl: `http://127.0.0.1:${port}`,
-    lines,
-    exited,
-    stop: () =>
-      (stopping ??= (async () => {
-        if (child.exitCode !== null || child.signalCode !== null) return;
-        child.kill('SIGTERM');
-        const t = setTimeout(() => child.kill('SIGKILL'), 20_000);
-        await exited;
-        clearTimeout(t);
-      })()),
-  };
-}
 
 const cleanups: (() => Promise<void>)[] = [];
 afterAll(async () => {
