@@ -2,7 +2,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['node_modules/', 'scratch/', '.sotalk/', 'coverage/', 'test-artifacts/', 'web/'] },
+  { ignores: ['node_modules/', 'dist/', 'scratch/', '.sotalk/', 'coverage/', 'test-artifacts/', 'web/'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
