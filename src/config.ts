@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { availableParallelism } from 'node:os';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -47,6 +48,10 @@ export interface Config {
   /** Reverse proxies in front of the server whose X-Forwarded-For entries are trusted (0: use the peer address). */
   trustProxyHops: number;
   dataDir: string;
+  /** Postgres connections per process (exactly 1 on the embedded database). */
+  databasePoolSize: number;
+  /** How long the server retries an unreachable database at start before giving up. */
+  databaseConnectTimeoutS: number;
   searchEnabled: boolean;
   /** Most query tokens (words × conversations × master keys) one search may hash. */
   searchMaxQueryTokens: number;
@@ -62,6 +67,12 @@ export interface Config {
   atRestPanel: boolean;
   production: boolean;
   logLevel: string;
+  /** LOG_FORMAT: unset means JSON in production or when stdout is not a terminal, pretty otherwise. */
+  logFormat: 'json' | 'pretty' | undefined;
+  /** Server processes sharing the port (SO_REUSEPORT); 1 listens exclusively. */
+  processes: number;
+  /** This process's number when a supervisor started it (metrics label `process`). */
+  processIndex: number | undefined;
 }
 
 type Env = Record<string, string | undefined>;
@@ -81,6 +92,36 @@ function boolVar(env: Env, name: string, fallback: boolean): boolean {
   if (['true', '1', 'yes', 'on'].includes(raw)) return true;
   if (['false', '0', 'no', 'off'].includes(raw)) return false;
   throw new ConfigError(name, 'must be true or false');
+}
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+function logLevelVar(env: Env): string {
+  const level = env.LOG_LEVEL?.trim().toLowerCase() || 'info';
+  if (!LOG_LEVELS.includes(level)) throw new ConfigError('LOG_LEVEL', `must be one of ${LOG_LEVELS.join(', ')}`);
+  return level;
+}
+
+function logFormatVar(env: Env): 'json' | 'pretty' | undefined {
+  const format = env.LOG_FORMAT?.trim().toLowerCase();
+  if (!format) return undefined;
+  if (format !== 'json' && format !== 'pretty') throw new ConfigError('LOG_FORMAT', 'must be json or pretty');
+  return format;
+}
+
+/** An IP address or a DNS name to listen on. */
+function hostVar(env: Env): string {
+  const host = env.HOST?.trim() || '0.0.0.0';
+  const name = /^(?=.{1,253}$)([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$/;
+  if (isIP(host) === 0 && !name.test(host)) throw new ConfigError('HOST', 'must be an IP address or a host name');
+  return host;
+}
+
+/** In production the data must live in Postgres: an empty embedded database would hide a missing setting. */
+export function requireDatabaseUrlInProduction(config: Config): void {
+  if (config.production && !config.databaseUrl) {
+    throw new ConfigError('DATABASE_URL', 'is required when NODE_ENV=production (the embedded database is for development)');
+  }
 }
 
 const BASE64 = /^[A-Za-z0-9+/]+={0,2}$/;
@@ -143,20 +184,31 @@ export function loadConfig(env: Env = process.env): Config {
     .map((s, i) => parseKey(`ENCRYPTION_OLD_MASTER_KEYS[${i}]`, s));
   const atRestPanel = boolVar(env, 'SOTALK_AT_REST_PANEL', false);
   if (atRestPanel && production) throw new ConfigError('SOTALK_AT_REST_PANEL', 'must not be enabled when NODE_ENV=production');
+  const processes = intVar(env, 'SOTALK_PROCESSES', 1, 1, 256);
+  // Set by the supervisor for each server process it starts (0 … SOTALK_PROCESSES − 1).
+  const processIndex = env.SOTALK_PROCESS_INDEX === undefined ? undefined : intVar(env, 'SOTALK_PROCESS_INDEX', 0, 0, processes - 1);
   const secret = env.AUTH_TOKEN_SECRET;
   if (secret !== undefined && secret !== '' && Buffer.byteLength(secret) < 32) {
     throw new ConfigError('AUTH_TOKEN_SECRET', 'must be at least 32 bytes long');
   }
+  const port = intVar(env, 'PORT', 8080, 0, 65535);
+  if (processes > 1 && !env.DATABASE_URL?.trim()) {
+    throw new ConfigError('SOTALK_PROCESSES', 'above 1 needs DATABASE_URL (the embedded database belongs to one process)');
+  }
+  if (processes > 1 && port === 0) throw new ConfigError('SOTALK_PROCESSES', 'above 1 needs a fixed PORT (the processes share it)');
   return {
-    port: intVar(env, 'PORT', 8080, 0, 65535),
-    host: env.HOST?.trim() || '0.0.0.0',
+    port,
+    host: hostVar(env),
     databaseUrl: urlVar(env, 'DATABASE_URL', ['postgres:', 'postgresql:']),
     redisUrl: urlVar(env, 'REDIS_URL', ['redis:', 'rediss:']),
     ...loadMasterKey(env, dataDir, production),
     oldMasterKeys: oldKeys,
     authTokenSecret: secret ? Buffer.from(secret) : undefined,
     authTokenTtlS: intVar(env, 'AUTH_TOKEN_TTL_S', 86400, 1, 365 * 86400),
-    cryptoPoolSize: intVar(env, 'CRYPTO_POOL_SIZE', Math.max(1, availableParallelism() - 1), 0, 256),
+    // Per process: with several processes on the host, the cores are shared out between them.
+    cryptoPoolSize: intVar(env, 'CRYPTO_POOL_SIZE', processes === 1 ? Math.max(1, availableParallelism() - 1) : Math.max(0, Math.floor(availableParallelism() / processes) - 1), 0, 256),
+    processes,
+    processIndex,
     // 16 from `npm run bench:pool` on the 2-core reference machine (BENCHMARKS.md).
     cryptoInlineMax: intVar(env, 'CRYPTO_INLINE_MAX', 16, 0, 1_000_000),
     maxMessageBytes,
@@ -176,6 +228,8 @@ export function loadConfig(env: Env = process.env): Config {
     rateLimitSearchPerMin: intVar(env, 'RATE_LIMIT_SEARCH_PER_MIN', 60, 0, 10_000_000),
     trustProxyHops: intVar(env, 'TRUST_PROXY_HOPS', 0, 0, 16),
     dataDir,
+    databasePoolSize: intVar(env, 'DATABASE_POOL_SIZE', 16, 1, 1000),
+    databaseConnectTimeoutS: intVar(env, 'DATABASE_CONNECT_TIMEOUT_S', 60, 0, 3600),
     searchEnabled: boolVar(env, 'SEARCH_ENABLED', true),
     searchMaxQueryTokens: intVar(env, 'SEARCH_MAX_QUERY_TOKENS', 100_000, 1, 10_000_000),
     // 2^24 messages: far below the 2^32 random-nonce bound of NIST SP 800-38D.
@@ -187,6 +241,7 @@ export function loadConfig(env: Env = process.env): Config {
     sendFlushConcurrency: intVar(env, 'SEND_FLUSH_CONCURRENCY', 4, 1, 64),
     atRestPanel,
     production,
-    logLevel: env.LOG_LEVEL?.trim() || 'info',
+    logLevel: logLevelVar(env),
+    logFormat: logFormatVar(env),
   };
 }

@@ -1,8 +1,10 @@
+import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import type { Config } from './config.js';
 import { MessageCipher } from './cipher/message-cipher.js';
 import { deriveAuthTokenSecret } from './crypto/kdf.js';
-import { openDatabase } from './db/database.js';
+import { describeDatabase, openDatabase, untilReachable } from './db/database.js';
+import { InstanceHeartbeat } from './db/instances.js';
 import { migrateUp } from './db/migrations.js';
 import { PACKAGE_ROOT } from './paths.js';
 import { SearchIndexMaintenance } from './db/search-maintenance.js';
@@ -19,7 +21,7 @@ import { userRoutes } from './http/users-routes.js';
 import { searchRoutes } from './http/search-routes.js';
 import { SearchService } from './services/search.js';
 import { SearchTokenizer } from './services/search-tokenizer.js';
-import { uWS, uwsIsNative } from './http/uws.js';
+import { listen, uWS, uwsIsNative } from './http/uws.js';
 import { KeyVersions } from './keys/key-versions.js';
 import { MasterKeyring } from './keys/keyring.js';
 import { SearchKeys } from './keys/search-keys.js';
@@ -55,6 +57,9 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
+/** The port could not be bound (one line for the operator). */
+export class ListenError extends Error {}
+
 /** JSON escapes can make a body several times its content: bound bodies well above the content limit. */
 const bodyLimit = (config: Config) => 6 * config.maxMessageBytes + 64 * 1024;
 
@@ -68,16 +73,22 @@ export async function startServer(config: Config, deps: ServerDeps = {}): Promis
   }
 
   // Gauges read the pool and the audit log at scrape time, after start-up has built them.
-  const metrics: Metrics = new Metrics({ pool: () => cipher.stats(), auditBacklog: () => audit.backlog });
+  const metrics: Metrics = new Metrics({ pool: () => cipher.stats(), auditBacklog: () => audit.backlog }, config.processIndex);
   const db = await openDatabase({
     databaseUrl: config.databaseUrl,
     dataDir: config.dataDir,
+    maxConnections: config.databasePoolSize,
     onConnectionError: () => metrics.dependencyErrors.inc({ dependency: 'postgres' }),
   });
-  const applied = await migrateUp(db.pool);
+  const applied = await untilReachable(() => migrateUp(db.pool), describeDatabase(config), logger, config.databaseConnectTimeoutS);
   if (applied.length > 0) logger.info({ applied }, 'migrations applied');
 
   const keyring = new MasterKeyring(config.masterKey, config.oldMasterKeys);
+  const fingerprints = { active: keyring.active.fingerprint, all: keyring.fingerprints() };
+  const heartbeat = new InstanceHeartbeat(db.pool, randomUUID(), fingerprints, (err) =>
+    logger.debug({ err: { message: (err as Error).message } }, 'instance heartbeat failed'),
+  );
+  await heartbeat.beat();
   const cipher = new MessageCipher({
     keyring,
     poolSize: config.cryptoPoolSize,
@@ -232,10 +243,27 @@ export async function startServer(config: Config, deps: ServerDeps = {}): Promis
   mountNotFound(app, routerOptions, loadStaticFiles(join(PACKAGE_ROOT, 'web')));
 
   const listenSocket = await new Promise<uWS.us_listen_socket>((resolve, reject) => {
-    app.listen(config.host, config.port, (socket) => (socket ? resolve(socket) : reject(new Error(`cannot listen on ${config.host}:${config.port}`))));
+    // uWS shares ports (SO_REUSEPORT) unless told otherwise: only SOTALK_PROCESSES > 1 asks for
+    // sharing, so an unrelated second server on the port fails instead of silently joining.
+    listen(app, config.host, config.port, config.processes > 1, (socket) =>
+      socket ? resolve(socket) : reject(new ListenError(`cannot listen on ${config.host}:${config.port}: address in use (or not available)`)),
+    );
   });
   const port = uWS.us_socket_local_port(listenSocket);
-  logger.info({ host: config.host, port, embedded: db.embedded, pool: cipher.poolSize, native: uwsIsNative }, 'sotalk listening');
+  logger.info(
+    {
+      url: `http://${['0.0.0.0', '::'].includes(config.host) ? 'localhost' : config.host.includes(':') ? `[${config.host}]` : config.host}:${port}/`,
+      host: config.host,
+      port,
+      ...(config.processIndex === undefined ? {} : { process: config.processIndex }),
+      database: describeDatabase(config),
+      pool: cipher.poolSize,
+      native: uwsIsNative,
+      masterKey: fingerprints.active,
+      oldMasterKeys: fingerprints.all.filter((f) => f !== fingerprints.active),
+    },
+    'sotalk listening',
+  );
 
   let closing: Promise<void> | undefined;
   return {
@@ -261,6 +289,7 @@ export async function startServer(config: Config, deps: ServerDeps = {}): Promis
         await events.close();
         await audit.close();
         await cipher.close();
+        await heartbeat.close().catch(() => {});
         await db.close();
         logger.info('sotalk stopped');
       })();

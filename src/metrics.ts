@@ -93,7 +93,9 @@ export class Metrics {
     registers: [this.registry],
   });
 
-  constructor(sources: { pool: () => PoolStats; auditBacklog: () => number }) {
+  constructor(sources: { pool: () => PoolStats; auditBacklog: () => number }, processIndex?: number) {
+    // Several processes behind one port: each series says which process it comes from.
+    if (processIndex !== undefined) this.registry.setDefaultLabels({ process: String(processIndex) });
     const registers = [this.registry];
     new Gauge({ name: 'sotalk_crypto_pool_size', help: 'Crypto worker threads', registers, collect() { this.set(sources.pool().size); } });
     new Gauge({

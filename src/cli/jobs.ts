@@ -1,7 +1,10 @@
 import type { Config } from '../config.js';
+import type { Invocation } from './main.js';
 import { MessageCipher } from '../cipher/message-cipher.js';
-import { openDatabase } from '../db/database.js';
-import { migrateUp } from '../db/migrations.js';
+import { describeDatabase, openDatabase, untilReachable, type Database } from '../db/database.js';
+import { liveInstances, type InstanceRow } from '../db/instances.js';
+import { migrateDown, migrateUp, migrationStatus } from '../db/migrations.js';
+import { keyFingerprint } from '../crypto/kdf.js';
 import { UUID_PATTERN } from '../http/validation.js';
 import { KeyVersions } from '../keys/key-versions.js';
 import { MasterKeyring } from '../keys/keyring.js';
@@ -34,22 +37,45 @@ export function progressPrinter(label: string, stream: NodeJS.WritableStream = p
   };
 }
 
-async function withJobs<T>(config: Config, fn: (jobs: KeyJobs) => Promise<T>): Promise<T> {
-  const logger = createLogger(config.logLevel === 'info' ? 'warn' : config.logLevel);
-  const db = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
-  const keyring = new MasterKeyring(config.masterKey, config.oldMasterKeys);
-  const cipher = new MessageCipher({ keyring, poolSize: config.cryptoPoolSize, inlineMax: config.cryptoInlineMax });
-  const audit = new AuditLog({ pool: db.pool, logger, clock: () => new Date() });
+/** An expected failure of a command (unknown conversation, refused precondition): one line, exit 1. */
+export class CommandError extends Error {}
+
+const quiet = createLogger('silent');
+
+/** The database, reachable or a one-line error (a command does not wait for it like the server does). */
+async function withDatabase<T>(config: Config, fn: (db: Database) => Promise<T>): Promise<T> {
+  const db = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, maxConnections: 4 });
   try {
-    await migrateUp(db.pool);
-    const keys = new KeyVersions(db.pool, keyring, () => new Date(), { maxMessages: config.keyRotationMessages, maxAgeS: config.keyRotationMaxAgeS });
-    const search = config.searchEnabled ? new SearchKeys(keyring) : null;
-    return await fn(new KeyJobs({ pool: db.pool, cipher, keys, keyring, audit, logger, embedded: db.embedded, search }));
+    await untilReachable(() => db.pool.query('SELECT 1'), describeDatabase(config), quiet, 0);
+    return await fn(db);
   } finally {
-    await audit.close();
-    await cipher.close();
     await db.close();
   }
+}
+
+/** `master keys: active <fp>, old <fp>, …` on stderr. */
+function printKeys(config: Config): void {
+  const old = config.oldMasterKeys.map((k) => keyFingerprint(k));
+  process.stderr.write(`master keys: active ${keyFingerprint(config.masterKey)}${old.length ? `, old ${old.join(', ')}` : ''}\n`);
+}
+
+async function withJobs<T>(config: Config, fn: (jobs: KeyJobs) => Promise<T>): Promise<T> {
+  printKeys(config);
+  const logger = createLogger(config.logLevel === 'info' ? 'warn' : config.logLevel);
+  return withDatabase(config, async (db) => {
+    const keyring = new MasterKeyring(config.masterKey, config.oldMasterKeys);
+    const cipher = new MessageCipher({ keyring, poolSize: config.cryptoPoolSize, inlineMax: config.cryptoInlineMax });
+    const audit = new AuditLog({ pool: db.pool, logger, clock: () => new Date() });
+    try {
+      await migrateUp(db.pool);
+      const keys = new KeyVersions(db.pool, keyring, () => new Date(), { maxMessages: config.keyRotationMessages, maxAgeS: config.keyRotationMaxAgeS });
+      const search = config.searchEnabled ? new SearchKeys(keyring) : null;
+      return await fn(new KeyJobs({ pool: db.pool, cipher, keys, keyring, audit, logger, embedded: db.embedded, search }));
+    } finally {
+      await audit.close();
+      await cipher.close();
+    }
+  });
 }
 
 function printReport(report: ReencryptReport): number {
@@ -63,29 +89,77 @@ function printReport(report: ReencryptReport): number {
   return report.failed.length ? 1 : 0;
 }
 
-function requireUuid(value: string | undefined, usage: string): string {
-  if (!value || !UUID_PATTERN.test(value)) {
-    process.stderr.write(`usage: ${usage}\n`);
-    process.exit(2);
-  }
+function uuidArgument(value: string | undefined, what: string): string {
+  if (!value || !UUID_PATTERN.test(value)) throw new CommandError(`${what} must be a UUID`);
   return value.toLowerCase();
 }
 
-export async function rotateMasterCommand(config: Config): Promise<number> {
+const describeInstance = (i: InstanceRow) => `${i.host} pid ${i.pid} (active key ${i.active_fingerprint})`;
+
+/** Live instances, or none when the table does not exist yet (a database migrated below it). */
+async function liveInstancesIfTracked(db: Database): Promise<InstanceRow[]> {
+  const { rows } = await db.pool.query<{ t: string | null }>("SELECT to_regclass('instances')::text AS t");
+  return rows[0]?.t ? liveInstances(db.pool) : [];
+}
+
+export async function migrateCommand({ config, positionals, values }: Invocation): Promise<number> {
+  const action = positionals[0];
+  if (!['up', 'down', 'status'].includes(action ?? '')) throw new CommandError(`migrate: unknown action "${action}" (up, down or status)`);
+  return withDatabase(config, async (db) => {
+    if (action === 'up') {
+      const applied = await migrateUp(db.pool);
+      process.stdout.write(applied.length ? `applied: ${applied.join(', ')}\n` : 'nothing to apply\n');
+    } else if (action === 'down') {
+      const newest = (await migrationStatus(db.pool)).filter((m) => m.appliedAt).at(-1);
+      if (!newest) {
+        process.stdout.write('nothing to revert\n');
+        return 0;
+      }
+      const name = `${String(newest.version).padStart(4, '0')}_${newest.name}`;
+      const live = await liveInstancesIfTracked(db);
+      if (live.length > 0 && !values.yes) {
+        throw new CommandError(
+          `migrate down would revert ${name} while ${live.length} live instance(s) use this database (${live.map(describeInstance).join('; ')}); stop them or pass --yes`,
+        );
+      }
+      process.stdout.write(`reverting ${name}\n`);
+      const reverted = await migrateDown(db.pool);
+      process.stdout.write(reverted === null ? 'nothing to revert\n' : `reverted: ${reverted}\n`);
+    } else {
+      for (const m of await migrationStatus(db.pool)) {
+        const when = m.appliedAt ? `applied ${m.appliedAt.toISOString()}` : 'pending';
+        process.stdout.write(`${String(m.version).padStart(4, '0')}_${m.name}  ${when}\n`);
+      }
+    }
+    return 0;
+  });
+}
+
+export async function rotateMasterCommand({ config, values }: Invocation): Promise<number> {
+  const target = keyFingerprint(config.masterKey);
+  const live = await withDatabase(config, liveInstancesIfTracked);
+  const lacking = live.filter((i) => !i.key_fingerprints.includes(target));
+  if (lacking.length > 0 && !values.force) {
+    throw new CommandError(
+      `rotate-master: ${lacking.length} live instance(s) do not hold the active key ${target}, so they could not read what is re-encrypted: ${lacking.map(describeInstance).join('; ')}; finish phase 1 of the rotation (docs/operations.md) or pass --force`,
+    );
+  }
+  for (const i of live.filter((x) => x.active_fingerprint !== target && x.key_fingerprints.includes(target))) {
+    process.stderr.write(`rotate-master: note: ${describeInstance(i)} still creates key versions under its old active key; run rotate-master again after phase 2\n`);
+  }
   return withJobs(config, async (jobs) => printReport(await jobs.rotateMaster(progressPrinter('rotate-master'))));
 }
 
-export async function rotateConversationCommand(config: Config, args: string[]): Promise<number> {
-  const id = requireUuid(args.find((a) => !a.startsWith('--')), 'sotalk rotate-conversation <conversation_id> [--reencrypt]');
-  const reencrypt = args.includes('--reencrypt');
+export async function rotateConversationCommand({ config, positionals, values }: Invocation): Promise<number> {
+  const id = uuidArgument(positionals[0], 'conversation_id');
   return withJobs(config, async (jobs) => {
-    const { version, report } = await jobs.rotateConversation(id, reencrypt, progressPrinter('rotate-conversation'));
+    const { version, report } = await jobs.rotateConversation(id, values.reencrypt === true, progressPrinter('rotate-conversation'));
     process.stdout.write(`conversation ${id}: key version ${version} is current\n`);
     return report ? printReport(report) : 0;
   });
 }
 
-export async function verifyCommand(config: Config): Promise<number> {
+export async function verifyCommand({ config }: Invocation): Promise<number> {
   return withJobs(config, async (jobs) => {
     const report = await jobs.verify(
       progressPrinter('verify'),
@@ -100,24 +174,51 @@ export async function verifyCommand(config: Config): Promise<number> {
   });
 }
 
-export async function reindexCommand(config: Config, args: string[]): Promise<number> {
-  const at = args.indexOf('--conversation');
-  const conversationId = at >= 0 ? requireUuid(args[at + 1], 'sotalk reindex [--conversation <id>] [--all]') : undefined;
+export async function reindexCommand({ config, values }: Invocation): Promise<number> {
+  if (!config.searchEnabled) throw new CommandError('reindex: search is disabled (SEARCH_ENABLED=false)');
+  const conversationId = values.conversation === undefined ? undefined : uuidArgument(values.conversation as string, '--conversation');
   return withJobs(config, async (jobs) => {
-    const result = await jobs.reindex(conversationId, args.includes('--all'), progressPrinter('reindex'));
+    const result = await jobs.reindex(conversationId, values.all === true, progressPrinter('reindex'));
     process.stdout.write(`indexed ${result.indexed} of ${result.total} messages\n`);
     for (const id of result.failed) process.stdout.write(`integrity failure: ${id}\n`);
     return result.failed.length ? 1 : 0;
   });
 }
 
-export async function exportCommand(config: Config, args: string[]): Promise<number> {
-  const id = requireUuid(args[0], 'sotalk export <conversation_id>');
-  return withJobs(config, async (jobs) => {
-    const count = await jobs.export(id, (message) => {
-      if (!process.stdout.write(JSON.stringify(message) + '\n')) return new Promise<void>((resolve) => process.stdout.once('drain', () => resolve()));
-    });
-    process.stderr.write(`exported ${count} messages\n`);
-    return 0;
+/** Raised inside the export when stdout's reader went away (`| head`): the export ends quietly. */
+class PipeClosed extends Error {}
+
+export async function exportCommand({ config, positionals }: Invocation): Promise<number> {
+  const id = uuidArgument(positionals[0], 'conversation_id');
+  let pipeClosed = false;
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EPIPE') throw err;
+    pipeClosed = true;
   });
+  const progress = progressPrinter('export');
+  let failed = 0;
+  try {
+    return await withJobs(config, async (jobs) => {
+      const count = await jobs.export(
+        id,
+        (message) => {
+          if (pipeClosed) throw new PipeClosed();
+          if (message.integrity_error) failed++;
+          if (!process.stdout.write(JSON.stringify(message) + '\n')) {
+            return new Promise<void>((resolve) => {
+              process.stdout.once('drain', resolve);
+              process.stdout.once('error', () => resolve());
+            });
+          }
+        },
+        (done, total) => progress.update(done, total),
+      );
+      if (count.total > 0) progress.finish(count.exported, count.total);
+      process.stderr.write(`exported ${count.exported} messages${failed ? `, ${failed} could not be decrypted (integrity_error: true)` : ''}\n`);
+      return failed ? 1 : 0;
+    });
+  } catch (err) {
+    if (err instanceof PipeClosed) return 0;
+    throw err;
+  }
 }

@@ -1,44 +1,151 @@
 import { randomBytes } from 'node:crypto';
-import { ConfigError, loadConfig, type Config } from '../config.js';
-import { openDatabase } from '../db/database.js';
-import { migrateDown, migrateUp, migrationStatus } from '../db/migrations.js';
-import { createLogger } from '../log.js';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { ConfigError, loadConfig, requireDatabaseUrlInProduction, type Config } from '../config.js';
+import { keyFingerprint } from '../crypto/kdf.js';
+import { describeDatabase } from '../db/database.js';
+import { createLogger, logFormat } from '../log.js';
 import { startServer } from '../main.js';
-import { exportCommand, reindexCommand, rotateConversationCommand, rotateMasterCommand, verifyCommand } from './jobs.js';
+import { supervise } from './supervisor.js';
+import {
+  CommandError,
+  exportCommand,
+  migrateCommand,
+  reindexCommand,
+  rotateConversationCommand,
+  rotateMasterCommand,
+  verifyCommand,
+} from './jobs.js';
 
-const USAGE = `usage: sotalk [command]
+type Options = NonNullable<ParseArgsConfig['options']>;
 
-commands:
-  serve                 start the server (default)
-  keygen                print a new base64 32-byte master key
-  migrate up|down|status
-                        apply pending migrations, revert the newest one, or list them
-  rotate-conversation <id> [--reencrypt]
-                        new key version for a conversation (and move its messages to it)
-  rotate-master         re-encrypt everything still under an old master key (resumable)
-  verify                decrypt every message; list failures and the master keys still needed
-  export <conversation_id>
-                        NDJSON of the conversation's decrypted messages on stdout
-  reindex [--conversation <id>] [--all]
-                        rebuild the search index under the active key (resumable; --all redoes everything)
-`;
-
-/** Prints a config problem (it names the variable, never a value) and exits 1. */
-function loadConfigOrExit(): Config {
-  try {
-    return loadConfig();
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      process.stderr.write(`sotalk: configuration error: ${err.message}\n`);
-      process.exit(1);
-    }
-    throw err;
-  }
+export interface Invocation {
+  /** Loaded for every command but keygen (which needs no configuration). */
+  config: Config;
+  positionals: string[];
+  values: Record<string, string | boolean | undefined>;
 }
 
-async function serve(): Promise<void> {
-  const config = loadConfigOrExit();
-  const logger = createLogger(config.logLevel);
+interface Command {
+  usage: string;
+  summary: string;
+  /** More lines for `sotalk <command> --help`. */
+  details?: string;
+  options?: Options;
+  positionals: [min: number, max: number];
+  /** Opens the database: says which, and refuses the embedded one in production. */
+  database: boolean;
+  run(inv: Invocation): Promise<number>;
+}
+
+const COMMANDS: Record<string, Command> = {
+  serve: {
+    usage: 'sotalk serve',
+    summary: 'start the server (the default command)',
+    details: 'Configuration comes from the environment (README: Configuration). SIGTERM or SIGINT drains and stops it.',
+    positionals: [0, 0],
+    database: true,
+    run: serve,
+  },
+  keygen: {
+    usage: 'sotalk keygen',
+    summary: 'print a new base64 32-byte master key (its fingerprint on stderr)',
+    positionals: [0, 0],
+    database: false,
+    run: async () => {
+      const key = randomBytes(32);
+      process.stdout.write(key.toString('base64') + '\n');
+      process.stderr.write(`fingerprint: ${keyFingerprint(key)}\n`);
+      return 0;
+    },
+  },
+  fingerprint: {
+    usage: 'sotalk fingerprint',
+    summary: 'print the fingerprints of the configured master keys (active, then old)',
+    details:
+      'Compare them with the `masterKey` / `oldMasterKeys` of each instance\'s start-up log line and with\n' +
+      'verify\'s output to confirm each phase of a master-key rotation (docs/operations.md).',
+    positionals: [0, 0],
+    database: false,
+    run: async ({ config }) => {
+      process.stdout.write(`active ${keyFingerprint(config.masterKey)}\n`);
+      for (const key of config.oldMasterKeys) process.stdout.write(`old    ${keyFingerprint(key)}\n`);
+      return 0;
+    },
+  },
+  migrate: {
+    usage: 'sotalk migrate up|down|status [--yes]',
+    summary: 'apply pending migrations, revert the newest one, or list them',
+    details: '`down` names the migration it reverts and, while live instances use the database, needs --yes.',
+    options: { yes: { type: 'boolean' } },
+    positionals: [1, 1],
+    database: true,
+    run: migrateCommand,
+  },
+  'rotate-conversation': {
+    usage: 'sotalk rotate-conversation <conversation_id> [--reencrypt]',
+    summary: 'new key version for a conversation (--reencrypt: move its messages to it)',
+    options: { reencrypt: { type: 'boolean' } },
+    positionals: [1, 1],
+    database: true,
+    run: rotateConversationCommand,
+  },
+  'rotate-master': {
+    usage: 'sotalk rotate-master [--force]',
+    summary: 're-encrypt everything still under an old master key (resumable)',
+    details:
+      'Refuses to run while a live instance does not hold the active master key (it could not read\n' +
+      'what is re-encrypted); --force runs anyway.',
+    options: { force: { type: 'boolean' } },
+    positionals: [0, 0],
+    database: true,
+    run: rotateMasterCommand,
+  },
+  verify: {
+    usage: 'sotalk verify',
+    summary: 'decrypt every message; list failures and the master keys still needed',
+    positionals: [0, 0],
+    database: true,
+    run: verifyCommand,
+  },
+  export: {
+    usage: 'sotalk export <conversation_id>',
+    summary: "NDJSON of the conversation's decrypted messages on stdout",
+    details: 'Progress on stderr; exit 1 when a message could not be decrypted (it is exported with integrity_error: true).',
+    positionals: [1, 1],
+    database: true,
+    run: exportCommand,
+  },
+  reindex: {
+    usage: 'sotalk reindex [--conversation <id>] [--all]',
+    summary: 'rebuild the search index under the active key (resumable; --all redoes everything)',
+    options: { conversation: { type: 'string' }, all: { type: 'boolean' } },
+    positionals: [0, 0],
+    database: true,
+    run: reindexCommand,
+  },
+};
+
+const USAGE =
+  'usage: sotalk [command] [--help]\n\ncommands:\n' +
+  Object.entries(COMMANDS)
+    .map(([name, c]) => `  ${name.padEnd(20)} ${c.summary}\n`)
+    .join('') +
+  '\n`sotalk <command> --help` describes one command.\n';
+
+function commandHelp(c: Command): string {
+  const options = Object.entries(c.options ?? {}).map(([name, o]) => `--${name}${o.type === 'string' ? ' <value>' : ''}`);
+  return `usage: ${c.usage}\n\n${c.summary}\n${c.details ? `\n${c.details}\n` : ''}${options.length ? `\noptions: ${options.join(', ')}, --help\n` : ''}`;
+}
+
+/** A mistake in the command line: one line, the command's usage, exit 2. */
+function usageError(name: string, c: Command | undefined, message: string): never {
+  process.stderr.write(`sotalk${c ? ` ${name}` : ''}: ${message}\n${c ? `usage: ${c.usage}` : USAGE.trimEnd()}\n`);
+  process.exit(2);
+}
+
+async function serve({ config }: Invocation): Promise<number> {
+  const logger = createLogger(config.logLevel, { format: logFormat(config.logFormat, config.production) });
+  if (config.processes > 1 && config.processIndex === undefined) return supervise(config, logger);
   const server = await startServer(config, { logger });
   let stopping = false;
   let exitCode = 0;
@@ -71,65 +178,59 @@ async function serve(): Promise<void> {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  return new Promise<number>(() => {}); // runs until a signal
 }
 
-async function migrate(action: string | undefined): Promise<void> {
-  if (!action || !['up', 'down', 'status'].includes(action)) {
-    process.stderr.write(USAGE);
-    process.exit(2);
-  }
-  const config = loadConfigOrExit();
-  const db = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
-  try {
-    if (action === 'up') {
-      const applied = await migrateUp(db.pool);
-      process.stdout.write(applied.length ? `applied: ${applied.join(', ')}\n` : 'nothing to apply\n');
-    } else if (action === 'down') {
-      const reverted = await migrateDown(db.pool);
-      process.stdout.write(reverted === null ? 'nothing to revert\n' : `reverted: ${reverted}\n`);
-    } else {
-      for (const m of await migrationStatus(db.pool)) {
-        const when = m.appliedAt ? `applied ${m.appliedAt.toISOString()}` : 'pending';
-        process.stdout.write(`${String(m.version).padStart(4, '0')}_${m.name}  ${when}\n`);
-      }
+async function main(argv: string[]): Promise<number> {
+  const [first, ...rest] = argv;
+  if (first === undefined || first.startsWith('-')) {
+    if (first === '--help' || first === '-h') {
+      process.stdout.write(USAGE);
+      return 0;
     }
-  } finally {
-    await db.close();
+    if (first !== undefined) usageError('', undefined, `unknown option ${first}`);
   }
+  const name = first ?? 'serve';
+  if (name === 'help') {
+    const about = rest[0] === undefined ? undefined : COMMANDS[rest[0]];
+    if (rest[0] !== undefined && !about) usageError('', undefined, `unknown command "${rest[0]}"`);
+    process.stdout.write(about ? commandHelp(about) : USAGE);
+    return 0;
+  }
+  const command = COMMANDS[name];
+  if (!command) usageError('', undefined, `unknown command "${name}"`);
+
+  let parsed: { values: Record<string, string | boolean | undefined>; positionals: string[] };
+  try {
+    parsed = parseArgs({ args: rest, options: { ...command.options, help: { type: 'boolean', short: 'h' } }, strict: true, allowPositionals: true });
+  } catch (err) {
+    usageError(name, command, (err as Error).message.split('\n')[0]!.replace(/\. To specify a positional argument.*$/, ''));
+  }
+  if (parsed.values.help) {
+    process.stdout.write(commandHelp(command));
+    return 0;
+  }
+  const [min, max] = command.positionals;
+  if (parsed.positionals.length < min) usageError(name, command, 'missing argument');
+  if (parsed.positionals.length > max) usageError(name, command, `unexpected argument "${parsed.positionals[max]}"`);
+
+  if (name === 'keygen') return command.run({ config: undefined as unknown as Config, positionals: parsed.positionals, values: parsed.values });
+  const config = loadConfig();
+  if (command.database) {
+    requireDatabaseUrlInProduction(config);
+    process.stderr.write(`database: ${describeDatabase(config)}\n`);
+  }
+  return command.run({ config, positionals: parsed.positionals, values: parsed.values });
 }
 
-const [command = 'serve', ...args] = process.argv.slice(2);
-switch (command) {
-  case 'serve':
-    await serve();
-    break;
-  case 'keygen':
-    process.stdout.write(randomBytes(32).toString('base64') + '\n');
-    break;
-  case 'migrate':
-    await migrate(args[0]);
-    break;
-  case 'rotate-master':
-    process.exitCode = await rotateMasterCommand(loadConfigOrExit());
-    break;
-  case 'rotate-conversation':
-    process.exitCode = await rotateConversationCommand(loadConfigOrExit(), args);
-    break;
-  case 'verify':
-    process.exitCode = await verifyCommand(loadConfigOrExit());
-    break;
-  case 'reindex':
-    process.exitCode = await reindexCommand(loadConfigOrExit(), args);
-    break;
-  case 'export':
-    process.exitCode = await exportCommand(loadConfigOrExit(), args);
-    break;
-  case 'help':
-  case '--help':
-  case '-h':
-    process.stdout.write(USAGE);
-    break;
-  default:
-    process.stderr.write(`sotalk: unknown command "${command}"\n${USAGE}`);
-    process.exit(2);
+try {
+  process.exitCode = await main(process.argv.slice(2));
+} catch (err) {
+  // Every failure is one line; the stack only at LOG_LEVEL=debug or trace.
+  const message = err instanceof ConfigError ? `configuration error: ${err.message}` : ((err as Error)?.message ?? String(err)).split('\n')[0];
+  process.stderr.write(`sotalk: ${message}\n`);
+  if (!(err instanceof ConfigError) && !(err instanceof CommandError) && /^(debug|trace)$/i.test(process.env.LOG_LEVEL ?? '')) {
+    process.stderr.write(`${(err as Error)?.stack ?? ''}\n`);
+  }
+  process.exit(1);
 }

@@ -87,3 +87,48 @@ async function openEmbedded(dataDir: string): Promise<Database> {
     },
   };
 }
+
+/** Where the data lives, for logs and the CLI: `postgres host:port/db` (never credentials) or `embedded at PATH`. */
+export function describeDatabase(options: { databaseUrl: string | undefined; dataDir: string }): string {
+  if (!options.databaseUrl) return `embedded at ${join(options.dataDir, 'pgdata')}`;
+  const url = new URL(options.databaseUrl);
+  const host = url.hostname || new URLSearchParams(url.search).get('host') || 'localhost';
+  return `postgres ${host}:${url.port || 5432}${url.pathname || '/'}`;
+}
+
+/** Errors that mean "the database is not there (yet)", as opposed to a wrong query or a refusal. */
+function unreachable(err: unknown): boolean {
+  const code = (err as { code?: string })?.code;
+  return (
+    ['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH', '57P03'].includes(code ?? '') ||
+    /timeout exceeded when trying to connect|Connection terminated/i.test((err as Error)?.message ?? '')
+  );
+}
+
+/** One line naming the database and the cause, for an operator. */
+export class DatabaseUnreachableError extends Error {}
+
+/**
+ * Runs `first` (the first query) until the database answers: an unreachable database is retried
+ * with backoff (0.5 s doubling up to 5 s), each attempt logged in one line, for at most
+ * `timeoutS` seconds; then a DatabaseUnreachableError. Other errors pass through at once.
+ */
+export async function untilReachable<T>(
+  first: () => Promise<T>,
+  where: string,
+  logger: { warn(obj: object, msg: string): void },
+  timeoutS: number,
+): Promise<T> {
+  const deadline = Date.now() + timeoutS * 1000;
+  for (let attempt = 1, delay = 500; ; attempt++, delay = Math.min(delay * 2, 5000)) {
+    try {
+      return await first();
+    } catch (err) {
+      if (!unreachable(err)) throw err;
+      const cause = (err as { code?: string }).code ?? (err as Error).message;
+      if (Date.now() + delay > deadline) throw new DatabaseUnreachableError(`database ${where} unreachable (${cause}) after ${attempt} attempts`);
+      logger.warn({ attempt, retryInMs: delay, cause }, `database ${where} unreachable; retrying`);
+      await new Promise((resolve) => setTimeout(resolve, delay));
+    }
+  }
+}

@@ -282,9 +282,17 @@ export class KeyJobs {
   }
 
   /** Streams a conversation's messages in seq order, decrypted (audited as `export`). */
-  async export(conversationId: string, write: (message: Message) => Promise<void> | void): Promise<number> {
-    const exists = await this.#o.pool.query('SELECT 1 FROM conversations WHERE id = $1', [conversationId]);
+  async export(
+    conversationId: string,
+    write: (message: Message) => Promise<void> | void,
+    progress?: (done: number, total: number) => void,
+  ): Promise<{ exported: number; total: number }> {
+    const exists = await this.#o.pool.query<{ n: number }>(
+      'SELECT (SELECT count(*) FROM messages WHERE conversation_id = $1)::int AS n FROM conversations WHERE id = $1',
+      [conversationId],
+    );
     if (exists.rowCount === 0) throw new Error(`conversation ${conversationId} not found`);
+    const total = exists.rows[0]!.n;
     const receipts = new ReceiptView(await listMembers(this.#o.pool, [conversationId]));
     let count = 0;
     // Tombstones have no metadata row: LEFT JOIN here so the export shows them.
@@ -302,10 +310,11 @@ export class KeyJobs {
           await write(toMessage(r, p ? p.toString('utf8') : null, receipts.statusOf(r.sender_id, r.seq), !r.deleted_at && !p));
           count++;
         }
+        progress?.(count, total);
       },
       from,
     );
     await this.#o.audit.flush();
-    return count;
+    return { exported: count, total };
   }
 }
