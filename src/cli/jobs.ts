@@ -40,6 +40,9 @@ export function progressPrinter(label: string, stream: NodeJS.WritableStream = p
 /** An expected failure of a command (unknown conversation, refused precondition): one line, exit 1. */
 export class CommandError extends Error {}
 
+/** A malformed argument the flag parser cannot see (a UUID that is not one): exit 2 with the usage. */
+export class UsageError extends Error {}
+
 const quiet = createLogger('silent');
 
 /** The database, reachable or a one-line error (a command does not wait for it like the server does). */
@@ -90,7 +93,7 @@ function printReport(report: ReencryptReport): number {
 }
 
 function uuidArgument(value: string | undefined, what: string): string {
-  if (!value || !UUID_PATTERN.test(value)) throw new CommandError(`${what} must be a UUID`);
+  if (!value || !UUID_PATTERN.test(value)) throw new UsageError(`${what} must be a UUID`);
   return value.toLowerCase();
 }
 
@@ -104,7 +107,7 @@ async function liveInstancesIfTracked(db: Database): Promise<InstanceRow[]> {
 
 export async function migrateCommand({ config, positionals, values }: Invocation): Promise<number> {
   const action = positionals[0];
-  if (!['up', 'down', 'status'].includes(action ?? '')) throw new CommandError(`migrate: unknown action "${action}" (up, down or status)`);
+  if (!['up', 'down', 'status'].includes(action ?? '')) throw new UsageError(`unknown action "${action}" (up, down or status)`);
   return withDatabase(config, async (db) => {
     if (action === 'up') {
       const applied = await migrateUp(db.pool);

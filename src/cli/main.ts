@@ -13,6 +13,7 @@ import {
   reindexCommand,
   rotateConversationCommand,
   rotateMasterCommand,
+  UsageError,
   verifyCommand,
 } from './jobs.js';
 
@@ -220,7 +221,12 @@ async function main(argv: string[]): Promise<number> {
     requireDatabaseUrlInProduction(config);
     process.stderr.write(`database: ${describeDatabase(config)}\n`);
   }
-  return command.run({ config, positionals: parsed.positionals, values: parsed.values });
+  try {
+    return await command.run({ config, positionals: parsed.positionals, values: parsed.values });
+  } catch (err) {
+    if (err instanceof UsageError) usageError(name, command, err.message);
+    throw err;
+  }
 }
 
 try {

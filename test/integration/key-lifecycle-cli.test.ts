@@ -507,7 +507,8 @@ describe('rotate-master with rows it cannot decrypt', () => {
   });
 
   it('without the old key: exits 1, lists every message it could not decrypt, and changes none of them', async () => {
-    const result = await runCli(db, ONLY_B, ['rotate-master']);
+    // The server still runs on A alone, so rotate-master has to be forced past its instance check.
+    const result = await runCli(db, ONLY_B, ['rotate-master', '--force']);
     expect(result.code, result.stdout + result.stderr).toBe(1);
     const failed = result.stdout.split('\n').filter((l) => l.startsWith('integrity failure: ')).map((l) => l.slice('integrity failure: '.length));
     expect(new Set(failed)).toEqual(new Set(underA.keys()));
@@ -519,7 +520,7 @@ describe('rotate-master with rows it cannot decrypt', () => {
   it('with a tampered row: moves the others, lists the tampered one, exits 1; verify still needs A for it', async () => {
     const [victim] = [...underA.keys()];
     await s.pool.query('UPDATE messages SET content = set_byte(content, 0, get_byte(content, 0) # 1) WHERE id = $1', [victim]);
-    const result = await runCli(db, ON_B_WITH_A, ['rotate-master']);
+    const result = await runCli(db, ON_B_WITH_A, ['rotate-master', '--force']);
     expect(result.code, result.stdout + result.stderr).toBe(1);
     expect(result.stdout).toMatch(/re-encrypted 5 of 6 messages, 1 could not be decrypted/);
     expect(result.stdout.split('\n').filter((l) => l.startsWith('integrity failure'))).toEqual([`integrity failure: ${victim}`]);
