@@ -147,23 +147,16 @@ function usageError(name: string, c: Command | undefined, message: string): neve
 async function serve({ config }: Invocation): Promise<number> {
   const logger = createLogger(config.logLevel, { format: logFormat(config.logFormat, config.production) });
   if (config.processes > 1 && config.processIndex === undefined) return supervise(config, logger);
-  const server = await startServer(config, { logger });
   let stopping = false;
   let exitCode = 0;
-  // An unexpected error leaves the process in an unknown state: say so (/readyz 503, so the load
-  // balancer stops sending), finish what was accepted, and exit non-zero for the supervisor.
-  const fault = (what: string, err: unknown) => {
-    logger.error({ err: { message: (err as Error)?.message, stack: (err as Error)?.stack } }, what);
-    server.markFaulted();
-    exitCode = 1;
-    stop(what);
-  };
-  process.on('uncaughtException', (err) => fault('uncaught exception', err));
-  process.on('unhandledRejection', (err) => fault('unhandled rejection', err));
+  let server: Awaited<ReturnType<typeof startServer>> | undefined = undefined; // set once started
   const stop = (signal: string) => {
     if (stopping) return;
     stopping = true;
     logger.info({ signal }, 'shutting down');
+    // Still starting (waiting for the database, migrating, binding): nothing was accepted yet, and a
+    // migration is one transaction, so stopping at once loses nothing.
+    if (!server) process.exit(exitCode);
     const force = setTimeout(() => {
       logger.error('shutdown took too long; exiting');
       process.exit(1);
@@ -177,8 +170,21 @@ async function serve({ config }: Invocation): Promise<number> {
       },
     );
   };
+  // Handlers before anything else: a signal that arrives while the server starts (or just after it
+  // logged "listening") is a clean stop, never the default action that kills the process outright.
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  // An unexpected error leaves the process in an unknown state: say so (/readyz 503, so the load
+  // balancer stops sending), finish what was accepted, and exit non-zero for the supervisor.
+  const fault = (what: string, err: unknown) => {
+    logger.error({ err: { message: (err as Error)?.message, stack: (err as Error)?.stack } }, what);
+    server?.markFaulted();
+    exitCode = 1;
+    stop(what);
+  };
+  process.on('uncaughtException', (err) => fault('uncaught exception', err));
+  process.on('unhandledRejection', (err) => fault('unhandled rejection', err));
+  server = await startServer(config, { logger });
   return new Promise<number>(() => {}); // runs until a signal
 }
 

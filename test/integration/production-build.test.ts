@@ -2,10 +2,12 @@
 // dist/ runs without any TypeScript loader (workers included), and `npm start` passes SIGTERM
 // to the server instead of leaving it running behind a dead npm.
 // test/run.mjs builds dist/ before the suite; these tests use that build.
+import { spawn } from 'node:child_process';
 import { cpSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
 import { TEST_MASTER_KEY_B64, signIn } from '../helpers/server.js';
@@ -78,12 +80,45 @@ describe('the compiled server', () => {
     cleanups.push(() => server.stop());
     expect(await listening(server.port)).toBe(true);
     server.child.kill('SIGTERM'); // the npm process, as a supervisor would
-    expect((await server.exited).code).toBe(0);
+    expect(await server.exited, server.lines.join('\n')).toEqual({ code: 0, signal: null });
     let open = true;
     for (let i = 0; i < 100 && open; i++) {
       open = await listening(server.port);
       if (open) await new Promise((r) => setTimeout(r, 100));
     }
     expect(open, 'the server still listens after npm exited').toBe(false);
+  });
+});
+
+describe('signals while the server starts', () => {
+  it('SIGTERM while it waits for the database stops it at once with exit code 0, not by the signal', async () => {
+    const child = spawn(process.execPath, ['bin/sotalk.js', 'serve'], {
+      cwd: REPO,
+      env: {
+        ...process.env,
+        NODE_ENV: 'test',
+        HOST: '127.0.0.1',
+        PORT: '0',
+        LOG_LEVEL: 'info',
+        LOG_FORMAT: 'json',
+        REDIS_URL: '',
+        DATABASE_URL: 'postgresql://postgres@127.0.0.1:1/nothing',
+        DATABASE_CONNECT_TIMEOUT_S: '120',
+        ENCRYPTION_MASTER_KEY: TEST_MASTER_KEY_B64,
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    cleanups.push(() => void child.kill('SIGKILL'));
+    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+    const lines: string[] = [];
+    await new Promise<void>((resolve) =>
+      createInterface({ input: child.stdout! }).on('line', (line) => {
+        lines.push(line);
+        if (/unreachable; retrying/.test(line)) resolve();
+      }),
+    );
+    child.kill('SIGTERM');
+    expect(await exited, lines.join('\n')).toEqual({ code: 0, signal: null });
+    expect(lines.some((l) => /"msg":"shutting down"/.test(l))).toBe(true);
   });
 });
