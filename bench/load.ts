@@ -556,7 +556,7 @@ async function wsSend(ctx: Ctx) {
       format: O.wsFormat,
       onFrame: (f) => {
         if (deliveryStamp(f) >= 0) {
-          deliveries.echoes++; // the sender's own sockets get every new_message too (SPEC §6)
+          deliveries.echoes++; // the sender's own sockets get every new_message too (docs/protocol.md)
           return;
         }
         const frame = decodeFrame(f, O.wsFormat);

@@ -153,7 +153,7 @@ for (const size of [256, 4096, 65536]) {
   report(`serialisation (page ${pageJson.length} B JSON / ${pagePack.length} B msgpack)`, bench);
 }
 
-// 5. Search indexing on the send path: tokenising a message and hashing its words (SPEC §5a).
+// 5. Search indexing on the send path: tokenising a message and hashing its words (docs/design.md, search).
 {
   const { SearchKeys } = await import('../src/keys/search-keys.js');
   const { searchWords } = await import('../src/crypto/search-tokens.js');

@@ -1,7 +1,7 @@
 // `npm run bench:search`: search latency over a large history. Spawns a server on a fresh
 // database, creates users and group conversations through the API, then loads N messages
 // (default 1,000,000) straight into Postgres — really encrypted under each conversation's key and
-// really indexed (SPEC §5a tokens of their words), written as the server writes them — and runs
+// really indexed (blind-index tokens of their words, docs/design.md), written as the server writes them — and runs
 // searches through GET /api/v1/search: common words, rare words, several words, and a user who is
 // in every conversation. Reports latency percentiles, searches/s and the server's event-loop
 // delay (the worst stall while searching).

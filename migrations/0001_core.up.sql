@@ -1,4 +1,4 @@
--- Users, sign-in challenges, conversations, members and conversation key versions (SPEC §4).
+-- Users, sign-in challenges, conversations, members and conversation key versions (docs/design.md).
 CREATE TABLE users (
   id           uuid PRIMARY KEY,
   wallet       text NOT NULL UNIQUE,

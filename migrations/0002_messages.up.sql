@@ -1,4 +1,4 @@
--- Messages store ciphertext only; nonce, tag and key version live in the metadata table (SPEC §3, §4).
+-- Messages store ciphertext only; nonce, tag and key version live in the metadata table (docs/design.md, Crypto).
 CREATE TABLE messages (
   id                uuid PRIMARY KEY,
   conversation_id   uuid NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,

@@ -1,4 +1,4 @@
--- Blind index for search (SPEC §5a): per message, the first 16 bytes of
+-- Blind index for search (docs/design.md): per message, the first 16 bytes of
 -- HMAC-SHA256(search_key, word) of each distinct word; never the word itself.
 CREATE TABLE message_search_tokens (
   conversation_id uuid NOT NULL,

@@ -1,5 +1,5 @@
 -- Blind index, one row per message (issue "Send and fan-out pipeline"): the distinct tokens of a
--- message (SPEC §5a: HMAC-SHA256(search key, word)[0:16]) in one bytea[] under a GIN index, and
+-- message (docs/design.md: HMAC-SHA256(search key, word)[0:16]) in one bytea[] under a GIN index, and
 -- the master key they were computed under. A send writes one row instead of one per word.
 -- Tokens are keyed per conversation, so a token names its conversation: a search is
 -- `tokens && <each word's tokens>` through the GIN index.
@@ -25,7 +25,7 @@ FROM message_search_state s JOIN messages m ON m.id = s.message_id;
 DROP TABLE message_search_tokens;
 DROP TABLE message_search_state;
 
--- The per-word shape SPEC §5a names, as read-only views over the index (for operators' queries
+-- The per-word shape, as read-only views over the index (for operators' queries
 -- and tools that read message_search_tokens(conversation_id, token, message_id)).
 CREATE VIEW message_search_tokens AS
   SELECT i.conversation_id, t.token, i.message_id FROM message_search_index i CROSS JOIN LATERAL unnest(i.tokens) AS t(token);

@@ -1,4 +1,4 @@
-/** Error codes of SPEC §5 and the HTTP status each maps to. */
+/** Error codes (docs/protocol.md, Errors) and the HTTP status each maps to. */
 export const ERROR_STATUS = {
   invalid_request: 400,
   unauthorized: 401,

@@ -8,7 +8,7 @@ export interface PoolStats {
   queueDepth: number;
 }
 
-/** Every Prometheus family SoTalk exports (SPEC §5, operations), in one registry per server. */
+/** Every Prometheus family SoTalk exports (docs/operations.md, Metrics), in one registry per server. */
 export class Metrics {
   readonly registry = new Registry();
   readonly httpRequests = new Counter({

@@ -1,4 +1,4 @@
-// SoTalk as a client sees it: wallet sign-in, conversations, sends, sockets (SPEC §5–6), plus the
+// SoTalk as a client sees it: wallet sign-in, conversations, sends, sockets (docs/protocol.md), plus the
 // time stamp every benchmark message carries so a receiver can compute end-to-end latency.
 import { generateKeyPairSync, sign } from 'node:crypto';
 import bs58 from 'bs58';

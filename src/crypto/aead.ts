@@ -9,7 +9,7 @@ export interface Sealed {
   tag: Buffer;
 }
 
-/** Additional authenticated data binding a ciphertext to its message (SPEC §3). */
+/** Additional authenticated data binding a ciphertext to its message (docs/design.md, Crypto). */
 export function messageAad(conversationId: string, messageId: string, senderId: string): Buffer {
   return Buffer.from(`${conversationId}:${messageId}:${senderId}`, 'utf8');
 }

@@ -2,7 +2,7 @@ import type { KeyObject } from 'node:crypto';
 import { open, seal } from './aead.js';
 import type { NonceSource } from './nonce.js';
 
-/** One message to encrypt: key reference, AAD text (SPEC §3) and UTF-8 plaintext bytes. */
+/** One message to encrypt: key reference, AAD text (docs/design.md, Crypto) and UTF-8 plaintext bytes. */
 export interface SealJob<K> {
   key: K;
   aad: string;

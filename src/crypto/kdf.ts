@@ -12,12 +12,12 @@ export function keyFingerprint(masterKey: KeyInput): string {
   return createHmac('sha256', masterKey).update(FINGERPRINT_LABEL).digest('hex').slice(0, 16);
 }
 
-/** The salt of a conversation key version (SPEC §3); the timestamp comes from storage. */
+/** The salt of a conversation key version (docs/design.md, Crypto); the timestamp comes from storage. */
 export function conversationKeySalt(conversationId: string, createdUnixSeconds: number, version: number): string {
   return `${conversationId.toLowerCase()}:${createdUnixSeconds}:${version}`;
 }
 
-/** HKDF-SHA256 conversation key, version `version` of `conversationId` (SPEC §3). */
+/** HKDF-SHA256 conversation key, version `version` of `conversationId` (docs/design.md, Crypto). */
 export function deriveConversationKey(
   masterKey: KeyInput,
   conversationId: string,

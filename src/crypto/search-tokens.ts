@@ -14,7 +14,7 @@ const SURROGATE = /[\uD800-\uDFFF]/;
 const VARIATION_SELECTORS = /[\u{FE00}-\u{FE0F}\u{E0100}-\u{E01EF}]/gu;
 
 /**
- * The distinct indexable words of a text (SPEC §5a): NFKC, lower case (locale-independent),
+ * The distinct indexable words of a text (docs/design.md, search): NFKC, lower case (locale-independent),
  * maximal runs of letters, marks and digits of 2..64 characters; Han, Hiragana, Katakana and
  * Thai runs become overlapping character pairs.
  */

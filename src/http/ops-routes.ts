@@ -9,7 +9,7 @@ export interface ReadinessProbe {
 const withTimeout = <T>(p: Promise<T>, ms: number) =>
   Promise.race([p, new Promise<never>((_, reject) => setTimeout(() => reject(new Error('timeout')), ms).unref())]);
 
-/** Health and readiness at the root, no auth (SPEC §5, operations). */
+/** Health and readiness at the root, no auth (docs/operations.md). */
 /** `faulted`: the process hit an unexpected error and is stopping (not ready, whatever the probes say). */
 export function opsRoutes(probes: ReadinessProbe[], registry: Registry, faulted: () => boolean = () => false): Route[] {
   return [

@@ -11,7 +11,7 @@ export interface QueryToken {
 }
 
 /**
- * Blind-index tokens (SPEC §5a). Search keys are derived per conversation from a master key and
+ * Blind-index tokens (docs/design.md, search). Search keys are derived per conversation from a master key and
  * cached in process (bounded, zeroed on eviction); they never leave this module.
  */
 export class SearchKeys {

@@ -1,6 +1,6 @@
 import type { Message } from '../services/message-view.js';
 
-/** Server → client events about one conversation (SPEC §6). */
+/** Server → client events about one conversation (docs/protocol.md, docs/asyncapi.yaml). */
 export type ConversationEvent =
   | { type: 'new_message'; message: Message }
   | { type: 'message_updated'; message: Message }

@@ -12,7 +12,7 @@ export const packr = new Packr({ useRecords: false, moreTypes: false });
 const requestId = z.union([z.string().max(128), z.number().int()]).optional();
 const seqFrame = { conversation_id: uuid, seq: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER) };
 
-/** Client → server frames (SPEC §6), validated before any service sees them. */
+/** Client → server frames (docs/protocol.md, docs/asyncapi.yaml), validated before any service sees them. */
 export const clientFrame = z.discriminatedUnion('type', [
   z.object({ type: z.literal('send'), request_id: requestId, ...sendTarget, ...sendFields }).superRefine(exactlyOneTarget),
   z.object({ type: z.literal('received'), request_id: requestId, ...seqFrame }),

@@ -42,7 +42,7 @@ export interface SocketServerOptions {
   onFrames?: (direction: 'in' | 'out', count: number) => void;
 }
 
-/** The /ws endpoint (SPEC §6): auth before upgrade, JSON or msgpack frames, sends, receipts, typing. */
+/** The /ws endpoint (docs/protocol.md): auth before upgrade, JSON or msgpack frames, sends, receipts, typing. */
 export class SocketServer {
   readonly #o: SocketServerOptions;
   readonly #sockets = new Set<WebSocket<SocketData>>();

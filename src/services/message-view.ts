@@ -3,7 +3,7 @@ import type { MemberRow } from '../db/conversations.js';
 
 export type MessageStatus = 'sent' | 'delivered' | 'read';
 
-/** The message object of SPEC §5. */
+/** The message object (docs/openapi.json, Message). */
 export interface Message {
   id: string;
   conversation_id: string;

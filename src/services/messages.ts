@@ -183,7 +183,7 @@ export class MessageService {
 
   /**
    * An idempotent replay answers the stored message, decrypted — what recipients see, even when the
-   * retry's content differs — and that decryption is audited like a fetch (SPEC §8).
+   * retry's content differs — and that decryption is audited like a fetch (docs/protocol.md, Idempotent sends).
    */
   async #replay(conversationId: string, senderId: string, input: SendInput): Promise<Message | undefined> {
     const row = await selectByClientMessageId(this.#o.pool, conversationId, senderId, input.clientMessageId!);

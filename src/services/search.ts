@@ -21,7 +21,7 @@ export interface SearchServiceOptions {
   limits: RateLimits;
 }
 
-/** Search over encrypted messages through the blind index (SPEC §5a). */
+/** Search over encrypted messages through the blind index (docs/design.md). */
 export class SearchService {
   readonly #o: SearchServiceOptions;
 

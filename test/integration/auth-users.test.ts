@@ -1,4 +1,4 @@
-// Integration tests: wallet sign-in (challenge / verify), bearer tokens, users endpoints (SPEC §5, §8).
+// Integration tests: wallet sign-in (challenge / verify), bearer tokens, users endpoints (docs/protocol.md).
 import { randomBytes, randomUUID } from 'node:crypto';
 import bs58 from 'bs58';
 import { createSigner } from 'fast-jwt';

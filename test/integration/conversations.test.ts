@@ -1,4 +1,4 @@
-// Integration tests: conversations, members, list, read receipts, message status, key rotation (SPEC §4, §5, §8).
+// Integration tests: conversations, members, list, read receipts, message status, key rotation (docs/design.md, Data; docs/protocol.md).
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { keyFingerprint } from '../../src/crypto/kdf.js';
@@ -204,7 +204,7 @@ describe('conversation key version 1', () => {
     expect(rows[0].master_key_fingerprint).toBe(keyFingerprint(Buffer.from(TEST_MASTER_KEY_B64, 'base64')));
     expect(Number(rows[0].created_unix_seconds)).toBeGreaterThanOrEqual(before);
     expect(Number(rows[0].created_unix_seconds)).toBeLessThanOrEqual(after);
-    // never the key itself: no binary column, and the columns the spec names are there
+    // never the key itself: no binary column, and the documented columns are there
     const cols = await srv.pool.query(
       "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = 'public' AND table_name = 'conversation_keys'",
     );
@@ -374,7 +374,7 @@ describe('GET /conversations', () => {
     expect((await listAll(u)).map((c) => c.id)).toEqual([c1.id, c3.id, c2.id]);
     await send(u, c2.id, 'bump c2');
     expect((await listAll(u)).map((c) => c.id)).toEqual([c2.id, c1.id, c3.id]);
-    // adding a member is not "activity" (SPEC §8: newest message or creation time)
+    // adding a member is not "activity" (docs/design.md: newest message or creation time)
     await u.api.post(`/api/v1/conversations/${c3.id}/members`, { user_id: x.user.id });
     expect((await listAll(u)).map((c) => c.id)).toEqual([c2.id, c1.id, c3.id]);
   });
@@ -673,7 +673,7 @@ describe('POST /conversations/{id}/rotate-key', () => {
   });
 
   it('after a rotation through one instance, messages sent through another instance (same database) use the new version', async () => {
-    // SPEC §1: many instances share one Postgres; SPEC §5: after rotate-key new messages use the new version
+    // many instances share one Postgres (docs/design.md); after rotate-key new messages use the new version
     const other = await startTestServer({ database: srv.database });
     try {
       const [a, b] = await users(2);

@@ -1,4 +1,4 @@
-// Integration tests: encryption at rest (SPEC §3, §4), tamper detection, clock independence, decryption audit.
+// Integration tests: encryption at rest (docs/design.md, Crypto and Data), tamper detection, clock independence, decryption audit.
 import { execFile } from 'node:child_process';
 import { createDecipheriv, createHmac, hkdfSync, randomBytes, randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -16,7 +16,7 @@ const CACHE_TTL_MS = 300;
 
 const MASTER = Buffer.from(TEST_MASTER_KEY_B64, 'base64');
 
-/** SPEC §3, derived here from the text of the spec (not through src/). */
+/** docs/design.md "Crypto", derived here from its text (not through src/). */
 function handDerivedKey(master: Buffer, conversationId: string, createdUnixSeconds: number, version: number): Buffer {
   return Buffer.from(
     hkdfSync('sha256', master, Buffer.from(`${conversationId.toLowerCase()}:${createdUnixSeconds}:${version}`, 'utf8'), Buffer.from('sotalk-conversation-encryption-v1', 'utf8'), 32),
@@ -162,8 +162,8 @@ async function pollAudit(sql: string, params: unknown[], expected: number, timeo
 
 // ---------------------------------------------------------------- hand derivation sanity
 
-describe('hand derivation per SPEC §3', () => {
-  it('matches the project’s crypto vectors (so the derivation below is the spec’s)', () => {
+describe('hand derivation per docs/design.md (Crypto)', () => {
+  it('matches the project’s crypto vectors (so the derivation below is the documented one)', () => {
     const vectors = JSON.parse(readFileSync(new URL('../fixtures/crypto-vectors.json', import.meta.url), 'utf8'));
     for (const f of vectors.fingerprints) expect(handFingerprint(Buffer.from(f.master_key_b64, 'base64'))).toBe(f.fingerprint);
     for (const v of vectors.conversation_keys) {

@@ -1,4 +1,4 @@
-// Integration tests: HTTP-level error handling — bodies, media types, limits, unknown routes, request ids, fuzzing (SPEC §5, §8).
+// Integration tests: HTTP-level error handling — bodies, media types, limits, unknown routes, request ids, fuzzing (docs/protocol.md).
 import http from 'node:http';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -80,7 +80,7 @@ function expectErrorShape(res: RawResponse, status: number, code: string, field?
   else if (field !== undefined) expect(res.body.error.field).toBe(field);
 }
 
-/** The SPEC §5 error shape: {error: {code, message, field?}} with a known code matching the status. */
+/** The error shape of docs/protocol.md: {error: {code, message, field?}} with a known code matching the status. */
 const CODE_OF_STATUS: Record<number, string> = {
   400: 'invalid_request', 401: 'unauthorized', 403: 'forbidden', 404: 'not_found', 409: 'conflict',
   413: 'payload_too_large', 415: 'unsupported_media_type', 429: 'rate_limited', 500: 'internal', 503: 'unavailable',

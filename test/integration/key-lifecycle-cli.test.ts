@@ -1,4 +1,4 @@
-// Integration tests: the key-lifecycle CLI jobs (SPEC §7, §8) run as real child processes
+// Integration tests: the key-lifecycle CLI jobs (README.md, Commands; docs/protocol.md) run as real child processes
 // (`node bin/sotalk.js ...`) against a test database while a server keeps running:
 // rotate-master (interrupted by SIGKILL and resumed; with concurrent edits), verify (tampered
 // rows, fingerprints still needed), export (NDJSON, audited) and rotate-conversation.
@@ -15,7 +15,7 @@ import { apiClient, type ApiClient } from '../helpers/http.js';
 import { signIn, startTestServer, type SignedInUser, type TestServer } from '../helpers/server.js';
 import { FP_A, FP_B, KEY_A_B64, KEY_B_B64, ON_A, ON_B_WITH_A, ONLY_B, holdMessageLock, inParallel, lockWaiters, waitFor, type Keys } from '../helpers/jobs.js';
 
-// ---------------------------------------------------------------- keys and hand-made crypto (SPEC §3)
+// ---------------------------------------------------------------- keys and hand-made crypto (docs/design.md, Crypto)
 
 const MASTER_BY_FP = new Map([
   [FP_A, Buffer.from(KEY_A_B64, 'base64')],
@@ -70,7 +70,7 @@ async function storedRows(pool: pg.Pool, where = 'true', params: unknown[] = [])
 }
 
 const derivedCache = new Map<string, Buffer>();
-/** Decrypts a stored row by hand (SPEC §3) with the master key its key version names; null if that fails. */
+/** Decrypts a stored row by hand (docs/design.md, Crypto) with the master key its key version names; null if that fails. */
 function handOpen(r: StoredRow): string | null {
   if (!r.content || !r.nonce || !r.tag || r.key_version === null || r.created_unix_seconds === null || !r.master_key_fingerprint) return null;
   const master = MASTER_BY_FP.get(r.master_key_fingerprint);
@@ -610,7 +610,7 @@ describe('export', () => {
     expect(exported.some((m) => m.integrity_error)).toBe(false);
     expect(exported[2].edited_at).not.toBeNull();
     expect(result.stderr).toMatch(/exported 15 messages/);
-    // The same message objects as the API (SPEC §5).
+    // The same message objects as the API (docs/protocol.md).
     const page = await history(on(s, a), conv);
     expect(exported.map((m) => Object.keys(m).sort())).toEqual(page.map((m) => Object.keys(m).sort()));
     for (const [i, m] of exported.entries()) {

@@ -1,4 +1,4 @@
-// Integration tests: key lifecycle inside the server (SPEC §2, §3, design.md "Crypto").
+// Integration tests: key lifecycle inside the server (README.md, Configuration; docs/design.md, Crypto).
 // Two master keys from the crypto vectors, the lazy new key version on a master-key change
 // (also under concurrent senders), automatic rotation by message count and by age, and a key
 // version whose master key the server does not hold. The CLI jobs are in key-lifecycle-cli.test.ts.
@@ -10,7 +10,7 @@ import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
 import { apiClient, type ApiClient } from '../helpers/http.js';
 import { signIn, startTestServer, type SignedInUser, type TestServer } from '../helpers/server.js';
 
-// ---------------------------------------------------------------- keys and hand-made crypto (SPEC §3)
+// ---------------------------------------------------------------- keys and hand-made crypto (docs/design.md, Crypto)
 
 const VECTORS = JSON.parse(readFileSync(new URL('../fixtures/crypto-vectors.json', import.meta.url), 'utf8'));
 const KEY_A_B64: string = VECTORS.fingerprints[0].master_key_b64;
@@ -76,7 +76,7 @@ async function storedRow(s: TestServer, messageId: string): Promise<StoredRow> {
   return rows[0]!;
 }
 
-/** Decrypts a stored row by hand (SPEC §3) with the given master key. */
+/** Decrypts a stored row by hand (docs/design.md, Crypto) with the given master key. */
 function handOpen(master: Buffer, r: StoredRow): string | null {
   const key = handDerivedKey(master, r.conversation_id, r.created_unix_seconds, r.key_version);
   return handDecrypt(key, r.nonce, r.content, r.tag, `${r.conversation_id}:${r.id}:${r.sender_id}`);
@@ -134,8 +134,8 @@ async function eventually<T>(fn: () => Promise<T>, ok: (t: T) => boolean, what: 
 
 // ---------------------------------------------------------------- tests
 
-describe('the two vector master keys (SPEC §3)', () => {
-  it('fingerprints and conversation keys of both vector keys are reproduced by hand from the spec text', () => {
+describe('the two vector master keys (docs/design.md, Crypto)', () => {
+  it('fingerprints and conversation keys of both vector keys are reproduced by hand from the text of docs/design.md', () => {
     expect(handFingerprint(KEY_A)).toBe(FP_A);
     expect(handFingerprint(KEY_B)).toBe(FP_B);
     expect(FP_A).not.toBe(FP_B);
@@ -417,7 +417,7 @@ describe('several instances on one database', () => {
     expect((await history(on(s1!, a), conv)).map((m) => m.content)).toEqual(['before rotation', 'after rotation']);
   }, 60_000);
 
-  // SPEC §2: during a rolling deploy an instance may hold the NEXT key in ENCRYPTION_OLD_MASTER_KEYS
+  // docs/operations.md: during a rolling deploy an instance may hold the NEXT key in ENCRYPTION_OLD_MASTER_KEYS
   // while others already run with it active (docs/operations.md, phase 2). Both kinds of instances
   // serve the same conversations until the roll completes.
   it('rolling deploy (A active + B next, B active + A old): alternating sends do not create a key version per message', async () => {

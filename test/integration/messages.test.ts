@@ -1,4 +1,4 @@
-// Integration tests: sending, idempotency, concurrency, paging, editing and deleting messages (SPEC §3, §5, §8).
+// Integration tests: sending, idempotency, concurrency, paging, editing and deleting messages (docs/design.md, Crypto; docs/protocol.md).
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ApiResponse } from '../helpers/http.js';

@@ -1,5 +1,5 @@
-// Operations and reliability (SPEC §2 "keys and plaintext never appear in logs, errors, metrics",
-// §5 operations): a full flow at LOG_LEVEL=debug with a canary plaintext, then the captured logs and
+// Operations and reliability (docs/operations.md: keys and plaintext never appear in logs, errors,
+// metrics): a full flow at LOG_LEVEL=debug with a canary plaintext, then the captured logs and
 // /metrics are searched for the canary, the bearer tokens and the master key.
 import { randomBytes, randomUUID } from 'node:crypto';
 import { Writable } from 'node:stream';
@@ -284,7 +284,7 @@ describe('/metrics', () => {
     expect(metricsText).toContain(`# TYPE ${name} ${type}\n`);
   });
 
-  it('samples carry the labels of SPEC §5 and count what the flow did', () => {
+  it('samples carry the documented labels (docs/operations.md) and count what the flow did', () => {
     const sample = (re: RegExp) => {
       const m = re.exec(metricsText);
       return m ? Number(m[1]) : NaN;

@@ -1,6 +1,6 @@
 // Operations and reliability against the real process (`node bin/sotalk.js serve`):
-// - SIGTERM in the middle of a burst of sends (SPEC §8 "Acknowledged means committed… nothing
-//   acknowledged is lost"): exit 0, sockets closed with 1001, every 201/ack in the database and
+// - SIGTERM in the middle of a burst of sends (docs/protocol.md: acknowledged means committed, nothing
+//   acknowledged is lost): exit 0, sockets closed with 1001, every 201/ack in the database and
 //   decryptable by a new server, requests after the signal answered 503 or refused.
 // - 1,000 malformed HTTP requests and 1,000 malformed socket frames: no 500, still healthy, RSS back
 //   near its baseline.

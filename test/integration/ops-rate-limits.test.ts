@@ -1,5 +1,5 @@
-// Operations and reliability: rate limits (SPEC §2 RATE_LIMIT_SEND_PER_MIN "HTTP and socket
-// together", §5 `rate_limited` 429 with Retry-After; RATE_LIMIT_SIGNIN_PER_MIN (proven sign-ins per wallet) and
+// Operations and reliability: rate limits (docs/operations.md: RATE_LIMIT_SEND_PER_MIN counts HTTP and
+// socket together; docs/protocol.md: `rate_limited` 429 with Retry-After; RATE_LIMIT_SIGNIN_PER_MIN (proven sign-ins per wallet) and
 // RATE_LIMIT_TYPING_PER_MIN of src/config.ts). With REDIS_URL the budget is shared by instances.
 // The limits are fixed one-minute windows: each test starts well inside a window so that a window
 // boundary cannot reset a budget half-way.

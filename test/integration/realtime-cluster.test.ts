@@ -1,4 +1,4 @@
-// Integration tests: several instances on one Postgres and one Redis (SPEC §1, §6): events cross
+// Integration tests: several instances on one Postgres and one Redis (docs/design.md; docs/protocol.md): events cross
 // instances, membership changes cross, an instance works alone without Redis, and fan-out survives
 // a Redis restart (on a throwaway redis-server, so the shared Redis is never disturbed).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';

@@ -1,4 +1,4 @@
-// Integration tests: /ws handshake and auth, every server → client event end to end, multi-device (SPEC §6, §8).
+// Integration tests: /ws handshake and auth, every server → client event end to end, multi-device (docs/protocol.md).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { signIn, startTestServer, type SignedInUser, type TestServer } from '../helpers/server.js';

@@ -1,5 +1,5 @@
 // Integration tests: socket sends and their errors, idempotency, ordering under concurrent senders,
-// msgpack, malformed and oversized frames, slow consumers, catch-up after a disconnect (SPEC §6, §8).
+// msgpack, malformed and oversized frames, slow consumers, catch-up after a disconnect (docs/protocol.md).
 import { randomUUID } from 'node:crypto';
 import { Packr } from 'msgpackr';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';

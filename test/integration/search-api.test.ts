@@ -1,4 +1,4 @@
-// Integration tests: GET /api/v1/search over the blind index (SPEC §5a) through the real HTTP API.
+// Integration tests: GET /api/v1/search over the blind index (docs/design.md, search) through the real HTTP API.
 // Exactness against a brute-force scan of the plaintexts, paging and ordering, validation and
 // cursors, the conversation filter, the message objects returned, edits and deletes reflected at
 // once, membership as the only gate, the `search` audit, and multilingual text end to end.
@@ -120,7 +120,7 @@ async function createdUs(messageIds: string[]): Promise<Map<string, bigint>> {
   return new Map(rows.map((r) => [r.id, BigInt(r.us)]));
 }
 
-/** Newest first by creation (SPEC §5a): creation times never increase along the result list. */
+/** Newest first by creation (docs/design.md, search): creation times never increase along the result list. */
 async function expectNewestFirst(messages: any[]): Promise<void> {
   const times = await createdUs(ids(messages));
   for (let i = 1; i < messages.length; i++) {
@@ -783,7 +783,7 @@ describe('audit: results returned are audited with purpose search', () => {
 
 // ---------------------------------------------------------------- multilingual, end to end
 
-describe('multilingual text end to end (expectations written by hand from SPEC §5a)', () => {
+describe('multilingual text end to end (expectations written by hand from docs/design.md)', () => {
   let a: SignedInUser;
   let b: SignedInUser;
   const m: Record<string, string> = {};

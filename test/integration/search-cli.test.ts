@@ -1,4 +1,4 @@
-// Integration tests: the blind index across configuration and key changes (SPEC §5a, §7).
+// Integration tests: the blind index across configuration and key changes (docs/design.md, search; README.md, Commands).
 // SEARCH_ENABLED=false (no route, no token rows), `sotalk reindex` (resumable after SIGKILL,
 // --conversation, --all), master-key rotation (search before, during and after rotate-master,
 // tokens recomputed under the new key), `sotalk verify` reporting search index mismatches.
@@ -24,7 +24,7 @@ import { FP_A, FP_B, KEY_A_B64, KEY_B_B64, ON_A, ON_B_WITH_A, ONLY_B, holdMessag
 const COMMON = { AUTH_TOKEN_SECRET: 'search-cli-tests-token-secret-0123456789abcdef', RATE_LIMIT_SEND_PER_MIN: '0', RATE_LIMIT_SEARCH_PER_MIN: '0' };
 const OFF = { SEARCH_ENABLED: 'false' };
 
-/** SPEC §5a by hand: HMAC-SHA256(HKDF(master, salt = conversation id, "sotalk-search-v1"), word)[0:16]. */
+/** docs/design.md by hand: HMAC-SHA256(HKDF(master, salt = conversation id, "sotalk-search-v1"), word)[0:16]. */
 function handToken(masterB64: string, conversationId: string, word: string): string {
   const key = Buffer.from(hkdfSync('sha256', Buffer.from(masterB64, 'base64'), Buffer.from(conversationId, 'utf8'), Buffer.from('sotalk-search-v1', 'utf8'), 32));
   return createHmac('sha256', key).update(Buffer.from(word, 'utf8')).digest().subarray(0, 16).toString('hex');

@@ -1,7 +1,7 @@
-// Integration tests: the blind index stores no plaintext (SPEC §5a, §2 "Keys and plaintext never
-// appear in logs"). Canary words go through send, edit, search (hits, misses, rejected queries),
+// Integration tests: the blind index stores no plaintext (docs/design.md; docs/operations.md: keys and plaintext
+// never appear in logs). Canary words go through send, edit, search (hits, misses, rejected queries),
 // delete; afterwards no column of any table and no log line (captured at debug level) holds them in
-// any encoding, and the token rows are exactly the HMACs of the spec, computed here by hand.
+// any encoding, and the token rows are exactly the documented HMACs, computed here by hand.
 import { createHash, createHmac, hkdfSync, randomBytes, randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/log.js';

@@ -26,7 +26,7 @@ function configError(env: Record<string, string>): ConfigError {
 }
 
 describe('loadConfig', () => {
-  it('applies the SPEC §2 defaults', () => {
+  it('applies the documented defaults (README.md, Configuration)', () => {
     const c = loadConfig({ ENCRYPTION_MASTER_KEY: KEY, SOTALK_DATA_DIR: tempDir() });
     expect(c.port).toBe(8080);
     expect(c.host).toBe('0.0.0.0');

@@ -16,7 +16,7 @@ interface AeadVector {
   why?: string;
 }
 
-// A copy of ../shared/vectors/crypto-vectors.json: CI's copy of shared/ may lag behind.
+// The project's crypto test vectors (docs/design.md, Crypto).
 const vectors = JSON.parse(readFileSync(new URL('../fixtures/crypto-vectors.json', import.meta.url), 'utf8')) as {
   fingerprints: { master_key_b64: string; fingerprint: string }[];
   conversation_keys: { master_key_b64: string; conversation_id: string; created_unix_seconds: number; version: number; salt_utf8: string; key: string }[];
@@ -27,7 +27,7 @@ const vectors = JSON.parse(readFileSync(new URL('../fixtures/crypto-vectors.json
 const b64 = (s: string) => Buffer.from(s, 'base64');
 const hex = (s: string) => Buffer.from(s, 'hex');
 
-describe('SPEC §3 crypto vectors', () => {
+describe('crypto vectors (docs/design.md, Crypto)', () => {
   it('has vectors of every kind', () => {
     expect(vectors.fingerprints.length).toBeGreaterThan(0);
     expect(vectors.conversation_keys.length).toBeGreaterThan(0);

@@ -5,7 +5,7 @@ import { deriveSearchKey, searchToken, searchWords } from '../../src/crypto/sear
 
 const sorted = (text: string) => searchWords(text).sort();
 
-describe('searchWords (SPEC §5a tokenizer)', () => {
+describe('searchWords (docs/design.md tokenizer)', () => {
   it('English: lower case, punctuation splits, 1-letter words dropped, duplicates once', () => {
     expect(sorted("Hello, World! It's a HELLO-world day: 42 x")).toEqual(['42', 'day', 'hello', 'it', 'world'].sort());
   });
