@@ -70,4 +70,17 @@ describe('docs/asyncapi.yaml', () => {
     expect([...ours.required].sort()).toEqual([...theirs.required].sort());
     expect(Object.keys(ours.properties).sort()).toEqual(Object.keys(theirs.properties).sort());
   });
+
+  it('every close code the server sends is documented, here and in docs/protocol.md', () => {
+    const source = readFileSync(new URL('../../src/realtime/socket-server.ts', import.meta.url), 'utf8');
+    const sent = [...source.matchAll(/\.end\((\d{4}),/g)].map((m) => m[1]!);
+    expect(sent).toEqual(expect.arrayContaining(['1001', '1009', '4001'])); // found: the scan works
+    const protocol = readFileSync(new URL('../../docs/protocol.md', import.meta.url), 'utf8');
+    const table = protocol.slice(protocol.indexOf('### Close codes'), protocol.indexOf('### Catching up'));
+    const described = api.document.info().description() ?? '';
+    for (const code of [...sent, '1000', '1006']) {
+      expect(table, `close code ${code} in docs/protocol.md`).toMatch(new RegExp(`^\\| ${code} \\|`, 'm'));
+      expect(described, `close code ${code} in docs/asyncapi.yaml`).toContain(code);
+    }
+  });
 });
