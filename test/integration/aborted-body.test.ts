@@ -1,6 +1,5 @@
 // A client that goes away in the middle of a request body must not stay "in flight": shutdown
-// would otherwise wait its whole drain timeout (10 s) for a request that can never finish
-// (issue 13 item 8).
+// would otherwise wait its whole drain timeout (10 s) for a request that can never finish.
 import net from 'node:net';
 import { expect, it } from 'vitest';
 import { signIn, startTestServer } from '../helpers/server.js';

@@ -1,5 +1,5 @@
 // auth_challenges stays bounded under a flood of challenges for fresh wallets: expired ones are
-// pruned deterministically (every 100 challenges), not by chance (issue 13 item 11).
+// pruned deterministically (every 100 challenges), not by chance (docs/design.md, Data).
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { apiClient } from '../helpers/http.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';

@@ -1,5 +1,5 @@
-// An uncaught exception must not leave the server running silently in an unknown state (issue 13
-// item 9): it is logged, /readyz turns 503 and the listener closes, accepted work is finished and
+// An uncaught exception must not leave the server running silently in an unknown state
+// (docs/operations.md, Faults): it is logged, /readyz turns 503 and the listener closes, accepted work is finished and
 // the process exits 1.
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';

@@ -1,4 +1,4 @@
-// A socket lives no longer than the token it was opened with (issue 13 item 5): at expiry it gets
+// A socket lives no longer than the token it was opened with (docs/protocol.md): at expiry it gets
 // an `error` frame (unauthorized) and is closed with 4001; a frame sent after expiry is refused so.
 import { afterAll, expect, it } from 'vitest';
 import { signIn, startTestServer, type TestServer } from '../helpers/server.js';

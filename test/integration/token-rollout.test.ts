@@ -1,4 +1,4 @@
-// Tokens and search cursors across a two-phase master-key rollout (issue 13 item 10): with
+// Tokens and search cursors across a two-phase master-key rollout (docs/operations.md): with
 // AUTH_TOKEN_SECRET unset, an instance signs with its active key's secret and accepts any
 // configured key's, so instances on either side of the switch accept each other's tokens.
 // AUTH_TOKEN_SECRET, when set, is the HMAC key itself (its bytes).
