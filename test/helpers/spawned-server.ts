@@ -21,6 +21,8 @@ export interface SpawnOptions {
   /** Default: this node running bin/sotalk.js serve. */
   command?: [string, ...string[]];
   cwd?: string;
+  /** Sees every line as it arrives (stderr ones prefixed `[stderr] `), before the server listens too. */
+  onLine?: (line: string) => void;
 }
 
 const spawned = new Set<ChildProcess>();
@@ -46,6 +48,7 @@ export async function spawnServer(env: Record<string, string>, options: SpawnOpt
     const timer = setTimeout(() => reject(new Error(`no "sotalk listening" within 60 s:\n${lines.join('\n')}`)), 60_000);
     createInterface({ input: child.stdout! }).on('line', (line) => {
       lines.push(line);
+      options.onLine?.(line);
       try {
         const rec = JSON.parse(line);
         if (rec.msg === 'sotalk listening' && typeof rec.port === 'number') {
@@ -56,7 +59,10 @@ export async function spawnServer(env: Record<string, string>, options: SpawnOpt
         /* not JSON */
       }
     });
-    createInterface({ input: child.stderr! }).on('line', (line) => lines.push(`[stderr] ${line}`));
+    createInterface({ input: child.stderr! }).on('line', (line) => {
+      lines.push(`[stderr] ${line}`);
+      options.onLine?.(`[stderr] ${line}`);
+    });
     void exited.then(({ code, signal }) => {
       clearTimeout(timer);
       reject(new Error(`server exited (${signal ?? code}) before listening:\n${lines.join('\n')}`));
