@@ -1,5 +1,5 @@
 // Micro-benchmarks of the crypto hot paths: encrypt, decrypt, derive, pool vs inline.
-// Run: npm run bench   (BENCH_TIME_MS=200 for a quick pass, BENCH_JSON=1 for JSON lines)
+// Run: npm run bench [-- --time 200]   (BENCH_TIME_MS=200 too; BENCH_JSON=1 for JSON lines)
 import { createCipheriv, createDecipheriv, createSecretKey, randomBytes } from 'node:crypto';
 import { Bench } from 'tinybench';
 import { open, seal } from '../src/crypto/aead.js';
@@ -9,9 +9,18 @@ import { NonceSource } from '../src/crypto/nonce.js';
 import { MessageCipher } from '../src/cipher/message-cipher.js';
 import { ConversationKeyCache, type KeyRef } from '../src/keys/conversation-keys.js';
 import { MasterKeyring } from '../src/keys/keyring.js';
+import { num, parseArgs } from './lib/common.js';
 import { report } from './report.js';
 
-const time = Number(process.env.BENCH_TIME_MS ?? 1000);
+const options = parseArgs(
+  process.argv.slice(2),
+  { time: { default: process.env.BENCH_TIME_MS ?? '1000', help: 'measured milliseconds per task (BENCH_TIME_MS)' } },
+  'usage: npm run bench -- [options]\n' +
+    'Micro-benchmarks of the crypto hot paths: AES-256-GCM per message size (node:crypto vs seal/open),\n' +
+    'conversation key derivation, and batches inline vs on the worker pool (CRYPTO_POOL_SIZE workers).\n' +
+    'One table per section (ops/s, p50/p99 µs); BENCH_JSON=1 adds a JSON line per task.\noptions:',
+);
+const time = num(options, 'time', 1, 600_000);
 const master = randomBytes(32);
 const keyring = new MasterKeyring(master);
 const ref: KeyRef = { conversationId: '0b8f6c2e-3d4a-4c1e-9a57-2f1d6b8e9c01', version: 1, createdUnixSeconds: 1732838400, fingerprint: keyring.active.fingerprint };

@@ -2,27 +2,31 @@
 // redis-server (so every command counted is the limiter's), takes issued like the server does
 // (many in flight, one client with auto-pipelining as the fan-out's publisher).
 // Run: node --import tsx bench/rate-limiter.ts [--impl path/to/rate-limiter.ts] [--takes 200000]
-import { parseArgs } from 'node:util';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Redis } from 'ioredis';
 import { startRedis } from '../test/helpers/redis-server.js';
+import { num, parseArgs } from './lib/common.js';
 
 interface Limiter {
   take(bucket: string, key: string, limit: { max: number; windowMs: number }): Promise<void>;
   close?(): Promise<void>;
 }
 
-const { values } = parseArgs({
-  options: {
-    impl: { type: 'string', default: 'src/services/rate-limiter.ts' },
-    takes: { type: 'string', default: '200000' },
-    inflight: { type: 'string', default: '256' },
+const values = parseArgs(
+  process.argv.slice(2),
+  {
+    impl: { default: 'src/services/rate-limiter.ts', help: 'module exporting the RateLimiter to measure (e.g. an older copy)' },
+    takes: { default: '200000', help: 'takes per scenario' },
+    inflight: { default: '256', help: 'takes in flight at once' },
   },
-});
-const { RateLimiter } = (await import(pathToFileURL(resolve(values.impl)).href)) as { RateLimiter: new (redis?: Redis) => Limiter };
-const total = Number(values.takes);
-const inflight = Number(values.inflight);
+  'usage: npm run bench:rate-limiter -- [options]\n' +
+    'Rate limiter throughput and Redis cost on a throwaway redis-server: takes/s and Redis commands per take,\n' +
+    'per scenario, with Redis and without.\noptions:',
+);
+const { RateLimiter } = (await import(pathToFileURL(resolve(values.impl!)).href)) as { RateLimiter: new (redis?: Redis) => Limiter };
+const total = num(values, 'takes', 1);
+const inflight = num(values, 'inflight', 1);
 
 const scenarios = [
   { name: 'spread: 10,000 users, 6,000/min each', users: 10_000, limit: { max: 6000, windowMs: 60_000 } },

@@ -56,6 +56,7 @@ const USAGE = `usage: node --import tsx bench/soak.ts [options]
 `;
 
 function parseOptions(argv: string[]): Options {
+  const known = ['minutes', 'interval', 'users', 'workers', 'rate', 'pool-size', 'url', 'log-level'];
   const raw: Record<string, string> = {};
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
@@ -65,12 +66,11 @@ function parseOptions(argv: string[]): Options {
     }
     const m = /^--([a-z-]+)(?:=(.*))?$/.exec(arg);
     if (!m) fail(`unexpected argument ${arg}\n${USAGE}`);
+    if (!known.includes(m[1]!)) fail(`unknown option --${m[1]}\n${USAGE}`);
     const value = m[2] ?? argv[++i];
     if (value === undefined) fail(`--${m[1]} needs a value`);
     raw[m[1]!] = value;
   }
-  const known = ['minutes', 'interval', 'users', 'workers', 'rate', 'pool-size', 'url', 'log-level'];
-  for (const k of Object.keys(raw)) if (!known.includes(k)) fail(`unknown option --${k}\n${USAGE}`);
   const num = (name: string, fallback: number, min: number, max: number) => {
     const v = raw[name] === undefined ? fallback : Number(raw[name]);
     if (!Number.isFinite(v) || v < min || v > max) fail(`--${name} must be a number between ${min} and ${max}`);

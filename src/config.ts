@@ -50,6 +50,8 @@ export interface Config {
   dataDir: string;
   /** Postgres connections per process (exactly 1 on the embedded database). */
   databasePoolSize: number;
+  /** DATABASE_POOL_SIZE was set above 1 without DATABASE_URL: the embedded database takes one connection (start-up says so). */
+  databasePoolSizeIgnored: boolean;
   /** How long the server retries an unreachable database at start before giving up. */
   databaseConnectTimeoutS: number;
   searchEnabled: boolean;
@@ -196,10 +198,16 @@ export function loadConfig(env: Env = process.env): Config {
     throw new ConfigError('SOTALK_PROCESSES', 'above 1 needs DATABASE_URL (the embedded database belongs to one process)');
   }
   if (processes > 1 && port === 0) throw new ConfigError('SOTALK_PROCESSES', 'above 1 needs a fixed PORT (the processes share it)');
+  // Each process is an instance of its own: events reach the sockets of the others through Redis.
+  if (processes > 1 && !env.REDIS_URL?.trim()) {
+    throw new ConfigError('SOTALK_PROCESSES', 'above 1 needs REDIS_URL (events reach sockets on the other processes through Redis)');
+  }
+  const databaseUrl = urlVar(env, 'DATABASE_URL', ['postgres:', 'postgresql:']);
+  const databasePoolSize = intVar(env, 'DATABASE_POOL_SIZE', 16, 1, 1000);
   return {
     port,
     host: hostVar(env),
-    databaseUrl: urlVar(env, 'DATABASE_URL', ['postgres:', 'postgresql:']),
+    databaseUrl,
     redisUrl: urlVar(env, 'REDIS_URL', ['redis:', 'rediss:']),
     ...loadMasterKey(env, dataDir, production),
     oldMasterKeys: oldKeys,
@@ -228,7 +236,9 @@ export function loadConfig(env: Env = process.env): Config {
     rateLimitSearchPerMin: intVar(env, 'RATE_LIMIT_SEARCH_PER_MIN', 60, 0, 10_000_000),
     trustProxyHops: intVar(env, 'TRUST_PROXY_HOPS', 0, 0, 16),
     dataDir,
-    databasePoolSize: intVar(env, 'DATABASE_POOL_SIZE', 16, 1, 1000),
+    // PGlite is a single session: one connection, whatever was asked for.
+    databasePoolSize: databaseUrl ? databasePoolSize : 1,
+    databasePoolSizeIgnored: !databaseUrl && databasePoolSize > 1 && Boolean(env.DATABASE_POOL_SIZE?.trim()),
     databaseConnectTimeoutS: intVar(env, 'DATABASE_CONNECT_TIMEOUT_S', 60, 0, 3600),
     searchEnabled: boolVar(env, 'SEARCH_ENABLED', true),
     searchMaxQueryTokens: intVar(env, 'SEARCH_MAX_QUERY_TOKENS', 100_000, 1, 10_000_000),

@@ -23,7 +23,7 @@ export function createLogger(level = 'info', destination?: pino.DestinationStrea
   };
   if (destination && 'format' in destination) {
     if (destination.format === 'json') return pino(options);
-    return pino(options, pretty({ sync: true, colorize: process.stdout.isTTY === true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'service,hostname,pid' }));
+    return pino(options, pretty({ sync: true, colorize: process.stdout.isTTY === true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'service,hostname,pid', messageFormat: '{msg}{if url} — open {url}{end}' }));
   }
   return pino(options, destination);
 }

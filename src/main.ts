@@ -58,7 +58,11 @@ export interface RunningServer {
 }
 
 /** The port could not be bound (one line for the operator). */
-export class ListenError extends Error {}
+export class ListenError extends Error {
+  constructor(host: string, port: number) {
+    super(`cannot listen on ${host}:${port}: address in use (or not available)`);
+  }
+}
 
 /** JSON escapes can make a body several times its content: bound bodies well above the content limit. */
 const bodyLimit = (config: Config) => 6 * config.maxMessageBytes + 64 * 1024;
@@ -70,6 +74,9 @@ export async function startServer(config: Config, deps: ServerDeps = {}): Promis
   if (!uwsIsNative) logger.warn('uWebSockets.js native binary not loaded: running on the slow JavaScript fallback');
   if (config.masterKeySource === 'dev-file-created') {
     logger.warn({ dataDir: config.dataDir }, 'ENCRYPTION_MASTER_KEY unset: created a development key in the data dir (never do this in production)');
+  }
+  if (config.databasePoolSizeIgnored) {
+    logger.warn('DATABASE_POOL_SIZE ignored: the embedded database (no DATABASE_URL) is one session, so its pool holds 1 connection');
   }
 
   // Gauges read the pool and the audit log at scrape time, after start-up has built them.
@@ -246,7 +253,7 @@ export async function startServer(config: Config, deps: ServerDeps = {}): Promis
     // uWS shares ports (SO_REUSEPORT) unless told otherwise: only SOTALK_PROCESSES > 1 asks for
     // sharing, so an unrelated second server on the port fails instead of silently joining.
     listen(app, config.host, config.port, config.processes > 1, (socket) =>
-      socket ? resolve(socket) : reject(new ListenError(`cannot listen on ${config.host}:${config.port}: address in use (or not available)`)),
+      socket ? resolve(socket) : reject(new ListenError(config.host, config.port)),
     );
   });
   const port = uWS.us_socket_local_port(listenSocket);
@@ -257,6 +264,7 @@ export async function startServer(config: Config, deps: ServerDeps = {}): Promis
       port,
       ...(config.processIndex === undefined ? {} : { process: config.processIndex }),
       database: describeDatabase(config),
+      databasePool: config.databasePoolSize,
       pool: cipher.poolSize,
       native: uwsIsNative,
       masterKey: fingerprints.active,

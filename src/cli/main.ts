@@ -174,6 +174,9 @@ async function serve({ config }: Invocation): Promise<number> {
   // logged "listening") is a clean stop, never the default action that kills the process outright.
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  // A process of SOTALK_PROCESSES stops with its supervisor, even one killed with SIGKILL: no
+  // orphan keeps serving (and holding the port) with nobody to stop or restart it.
+  if (config.processIndex !== undefined && process.connected) process.on('disconnect', () => stop('supervisor gone'));
   // An unexpected error leaves the process in an unknown state: say so (/readyz 503, so the load
   // balancer stops sending), finish what was accepted, and exit non-zero for the supervisor.
   const fault = (what: string, err: unknown) => {

@@ -1,6 +1,8 @@
 import { fork, type ChildProcess } from 'node:child_process';
+import { createServer } from 'node:net';
 import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
+import { ListenError } from '../main.js';
 
 /** A process that dies this often within CRASH_WINDOW_MS is not restarted again: the supervisor stops. */
 const MAX_CRASHES = 5;
@@ -8,12 +10,28 @@ const CRASH_WINDOW_MS = 60_000;
 const RESTART_DELAY_MS = 1000;
 
 /**
+ * Whether nothing listens on the port: an exclusive bind (no SO_REUSEPORT) fails on a port that
+ * any socket holds, shared or not.
+ */
+function portFree(host: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const probe = createServer();
+    probe.once('error', () => resolve(false));
+    probe.listen({ host, port, exclusive: true }, () => probe.close(() => resolve(true)));
+  });
+}
+
+/**
  * SOTALK_PROCESSES > 1: runs that many server processes on one port (each listens with
  * SO_REUSEPORT; the kernel spreads connections) and forwards SIGTERM/SIGINT to them. A process
  * that dies unexpectedly is restarted after a second; one that keeps dying stops the lot (exit 1).
- * Resolves with the exit code once every process has exited after a signal.
+ * The processes stop by themselves when the supervisor is gone, even killed with SIGKILL (their
+ * IPC channel to it closes). Refuses to start on a port something already listens on: sharing
+ * is only among the processes of one supervisor. Resolves with the exit code once every process
+ * has exited after a signal.
  */
-export function supervise(config: Config, logger: Logger): Promise<number> {
+export async function supervise(config: Config, logger: Logger): Promise<number> {
+  if (!(await portFree(config.host, config.port))) throw new ListenError(config.host, config.port);
   const children = new Map<number, ChildProcess>();
   const crashes: number[] = [];
   let stopping = false;
@@ -25,7 +43,8 @@ export function supervise(config: Config, logger: Logger): Promise<number> {
     const child = fork(process.argv[1]!, ['serve'], {
       env: { ...process.env, SOTALK_PROCESS_INDEX: String(index) },
       execArgv: process.execArgv,
-      stdio: 'inherit',
+      // stdin, stdout, stderr and the IPC channel whose end tells the process that the supervisor is gone
+      stdio: ['inherit', 'inherit', 'inherit', 'ipc'],
     });
     children.set(index, child);
     child.once('exit', (code, signal) => {

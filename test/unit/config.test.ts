@@ -1,5 +1,5 @@
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../../src/config.js';
@@ -113,5 +113,36 @@ describe('loadConfig', () => {
     const dir = tempDir();
     writeFileSync(join(dir, 'master.key'), 'c2hvcnQ=\n');
     expect(() => loadConfig({ SOTALK_DATA_DIR: dir })).toThrow(/must decode to exactly 32 bytes/);
+  });
+
+  it('DATABASE_POOL_SIZE: 16 by default, validated, and 1 on the embedded database (flagged when it asked for more)', () => {
+    const PG = 'postgresql://postgres@127.0.0.1:5432/x';
+    expect(loadConfig({ ENCRYPTION_MASTER_KEY: KEY, SOTALK_DATA_DIR: tempDir(), DATABASE_URL: PG }).databasePoolSize).toBe(16);
+    const set = loadConfig({ ENCRYPTION_MASTER_KEY: KEY, SOTALK_DATA_DIR: tempDir(), DATABASE_URL: PG, DATABASE_POOL_SIZE: '40' });
+    expect([set.databasePoolSize, set.databasePoolSizeIgnored]).toEqual([40, false]);
+    for (const bad of ['0', '1001', 'many', '-3', '2.5']) {
+      const err = configError({ ENCRYPTION_MASTER_KEY: KEY, DATABASE_URL: PG, DATABASE_POOL_SIZE: bad });
+      expect(err.variable, bad).toBe('DATABASE_POOL_SIZE');
+      expect(err.message).toMatch(/between 1 and 1000/);
+    }
+    const embedded = loadConfig({ ENCRYPTION_MASTER_KEY: KEY, SOTALK_DATA_DIR: tempDir(), DATABASE_POOL_SIZE: '8' });
+    expect([embedded.databasePoolSize, embedded.databasePoolSizeIgnored]).toEqual([1, true]);
+    const embeddedDefault = loadConfig({ ENCRYPTION_MASTER_KEY: KEY, SOTALK_DATA_DIR: tempDir() });
+    expect([embeddedDefault.databasePoolSize, embeddedDefault.databasePoolSizeIgnored]).toEqual([1, false]);
+    expect(configError({ ENCRYPTION_MASTER_KEY: KEY, DATABASE_POOL_SIZE: 'x' }).variable).toBe('DATABASE_POOL_SIZE');
+  });
+
+  it('SOTALK_PROCESSES shares the cores out: each process gets floor(cores / N) − 1 crypto workers unless CRYPTO_POOL_SIZE says', () => {
+    const shared = { ENCRYPTION_MASTER_KEY: KEY, DATABASE_URL: 'postgresql://h/x', REDIS_URL: 'redis://h:6379' };
+    const one = loadConfig({ ...shared, SOTALK_DATA_DIR: tempDir() });
+    expect([one.processes, one.cryptoPoolSize]).toEqual([1, Math.max(1, availableParallelism() - 1)]);
+    for (const n of [2, 4, 64]) {
+      const c = loadConfig({ ...shared, SOTALK_DATA_DIR: tempDir(), SOTALK_PROCESSES: String(n) });
+      expect(c.cryptoPoolSize, `${n} processes`).toBe(Math.max(0, Math.floor(availableParallelism() / n) - 1));
+      expect(n * (c.cryptoPoolSize + 1), 'worker threads plus main threads fit the host').toBeLessThanOrEqual(Math.max(n, availableParallelism()));
+    }
+    expect(loadConfig({ ...shared, SOTALK_DATA_DIR: tempDir(), SOTALK_PROCESSES: '2', CRYPTO_POOL_SIZE: '3' }).cryptoPoolSize).toBe(3);
+    expect(configError({ ...shared, SOTALK_PROCESSES: '2', REDIS_URL: '' }).message).toMatch(/^SOTALK_PROCESSES: above 1 needs REDIS_URL/);
+    expect(configError({ ...shared, SOTALK_PROCESSES: '0' }).variable).toBe('SOTALK_PROCESSES');
   });
 });
