@@ -6,7 +6,7 @@
 // A build holds a lock (dist/.build.lock): two `npm start`s at once (or a start during
 // `npm run build`) never run two compilers over the same dist/; the second waits for the first
 // and then finds dist/ current.
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readdirSync, statSync, utimesSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -60,8 +60,9 @@ async function build(onlyIfStale) {
   let said = false;
   for (;;) {
     try {
-      // stale: a lock whose holder stopped refreshing it for 10 s (it died) is taken over
-      release = await lockfile.lock(DIST, { lockfilePath: `${DIST}.build.lock`, stale: 10_000 });
+      // The holder refreshes the lock every 15 s (so its event loop must keep running: the compiler
+      // runs as an asynchronous child); one not refreshed for 30 s (its holder died) is taken over.
+      release = await lockfile.lock(DIST, { lockfilePath: `${DIST}.build.lock`, stale: 30_000 });
       break;
     } catch (err) {
       if (err.code !== 'ELOCKED') throw err;
@@ -79,8 +80,12 @@ async function build(onlyIfStale) {
     if (onlyIfStale && state === 'current') return 0;
     if (onlyIfStale) process.stderr.write(`sotalk: dist/ is ${state}: building (npm run build)\n`);
     const started = new Date();
-    const run = spawnSync(process.execPath, [tsc, '-p', 'tsconfig.build.json'], { stdio: 'inherit', cwd: fileURLToPath(root) });
-    if (run.status !== 0) return run.status ?? 1;
+    const compiler = spawn(process.execPath, [tsc, '-p', 'tsconfig.build.json'], { stdio: 'inherit', cwd: fileURLToPath(root) });
+    const status = await new Promise((resolve) => {
+      compiler.once('error', () => resolve(1));
+      compiler.once('exit', (code) => resolve(code ?? 1));
+    });
+    if (status !== 0) return status;
     // Dated at the start: a source saved while the compiler ran is newer, so dist/ is stale again.
     closeSync(openSync(STAMP, 'a'));
     utimesSync(STAMP, started, started);
