@@ -3,6 +3,7 @@ import { availableParallelism } from 'node:os';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { parseRedisUrl } from './redis.js';
 
 /** Raised for any invalid setting; the message names the variable and never its value. */
 export class ConfigError extends Error {
@@ -150,6 +151,18 @@ function urlVar(env: Env, name: string, protocols: string[]): string | undefined
   return raw;
 }
 
+/** REDIS_URL: one server (redis:, rediss:) or a Redis Cluster (redis+cluster://host:port,host:port). */
+function redisUrlVar(env: Env): string | undefined {
+  const raw = env.REDIS_URL?.trim();
+  if (!raw) return undefined;
+  try {
+    parseRedisUrl(raw);
+  } catch (err) {
+    throw new ConfigError('REDIS_URL', (err as Error).message);
+  }
+  return raw;
+}
+
 function loadMasterKey(env: Env, dataDir: string, production: boolean): Pick<Config, 'masterKey' | 'masterKeySource'> {
   const raw = env.ENCRYPTION_MASTER_KEY;
   if (raw !== undefined && raw.trim() !== '') {
@@ -208,7 +221,7 @@ export function loadConfig(env: Env = process.env): Config {
     port,
     host: hostVar(env),
     databaseUrl,
-    redisUrl: urlVar(env, 'REDIS_URL', ['redis:', 'rediss:']),
+    redisUrl: redisUrlVar(env),
     ...loadMasterKey(env, dataDir, production),
     oldMasterKeys: oldKeys,
     authTokenSecret: secret ? Buffer.from(secret) : undefined,

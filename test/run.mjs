@@ -8,7 +8,11 @@
 // 2. If a default (not explicitly configured) server does not answer, starts a
 //    throwaway one from the installed binaries on a free port, in a temp dir.
 //    An explicitly configured URL that does not answer is an error.
-// 3. Runs `vitest run <args...>` with TEST_DATABASE_URL and REDIS_URL set and
+// 3. Starts a throwaway 3-master Redis Cluster (redis-server --cluster-enabled yes on free ports,
+//    joined with `redis-cli --cluster create`) unless REDIS_CLUSTER_URL names one
+//    (redis+cluster://host:port,...). Without redis-server/redis-cli the cluster tests are skipped,
+//    except under CI (CI=true), where not having the cluster is an error.
+// 4. Runs `vitest run <args...>` with TEST_DATABASE_URL, REDIS_URL and REDIS_CLUSTER_URL set and
 //    exits with its exit code. Throwaway servers are stopped and their temp
 //    dirs deleted on exit, including on SIGINT/SIGTERM/SIGHUP.
 //    Before that it compiles the server (`npm run build`, incremental): tests that run the
@@ -476,7 +480,7 @@ export async function startThrowawayPostgres({ bins = findPostgresBinaries(), at
 }
 
 /** Start a throwaway, non-persistent redis-server on a free 127.0.0.1 port. */
-export async function startThrowawayRedis({ bin = findRedisServer(), attempts = 3 } = {}) {
+export async function startThrowawayRedis({ bin = findRedisServer(), attempts = 3, args = [] } = {}) {
   if (!bin) throw new Error('no redis-server binary found');
   const tmpDir = mkdtempSync(path.join(os.tmpdir(), 'sotalk-redis-'));
   const logFile = path.join(tmpDir, 'redis.log');
@@ -490,7 +494,7 @@ export async function startThrowawayRedis({ bin = findRedisServer(), attempts = 
       try {
         child = spawn(
           bin,
-          ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', tmpDir, '--daemonize', 'no', '--logfile', ''],
+          ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', tmpDir, '--daemonize', 'no', '--logfile', '', ...args],
           { cwd: tmpDir, detached: true, stdio: ['ignore', fd, fd] },
         );
       } finally {
@@ -513,6 +517,42 @@ export async function startThrowawayRedis({ bin = findRedisServer(), attempts = 
     throw lastErr;
   } finally {
     if (!started) rmSync(tmpDir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Start a throwaway Redis Cluster: `masters` cluster-enabled redis-servers (no replicas) joined with
+ * `redis-cli --cluster create`, ready once every node reports cluster_state:ok.
+ * Returns { url: 'redis+cluster://127.0.0.1:p1,...', nodes }.
+ */
+export async function startThrowawayRedisCluster({ bin = findRedisServer(), masters = 3 } = {}) {
+  if (!bin) throw new Error('no redis-server binary found');
+  const cli = path.join(path.dirname(bin), 'redis-cli');
+  if (!isExecutable(cli)) throw new Error(`no redis-cli next to ${bin}`);
+  const args = ['--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf', '--cluster-node-timeout', '1000'];
+  const started = await Promise.allSettled(Array.from({ length: masters }, () => startThrowawayRedis({ bin, args })));
+  const nodes = started.filter((r) => r.status === 'fulfilled').map((r) => r.value);
+  try {
+    const failed = started.find((r) => r.status === 'rejected');
+    if (failed) throw failed.reason;
+    const addresses = nodes.map((n) => n.url.replace('redis://', ''));
+    const create = spawnSync(cli, ['--cluster', 'create', ...addresses, '--cluster-replicas', '0', '--cluster-yes'], { encoding: 'utf8', timeout: 30_000 });
+    if (create.status !== 0) throw new Error(`redis-cli --cluster create failed: ${(create.stderr || create.stdout || '').trim().split('\n').slice(-5).join('\n')}`);
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      const states = addresses.map((a) => {
+        const [host, port] = a.split(':');
+        const info = spawnSync(cli, ['-h', host, '-p', port, 'cluster', 'info'], { encoding: 'utf8', timeout: 5000 }).stdout ?? '';
+        return /cluster_state:(\w+)/.exec(info)?.[1];
+      });
+      if (states.every((st) => st === 'ok')) break;
+      if (Date.now() > deadline) throw new Error(`the cluster did not reach cluster_state:ok within 30 s (${states.join(', ')})`);
+      await sleep(150);
+    }
+    return { url: `redis+cluster://${addresses.join(',')}`, nodes };
+  } catch (err) {
+    await Promise.all(nodes.map((n) => n.stop()));
+    throw err;
   }
 }
 
@@ -613,6 +653,20 @@ async function main(argv) {
     const starts = [];
     if (needPg) starts.push(startThrowawayPostgres({ bins: pgBins }).then((h) => (pgUrl = h.url)));
     if (needRedis) starts.push(startThrowawayRedis({ bin: redisBin }).then((h) => (redisUrl = h.url)));
+    // The Redis Cluster for the cluster variants of the real-time tests.
+    let clusterUrl = process.env.REDIS_CLUSTER_URL || '';
+    let clusterSkipped = null;
+    if (!clusterUrl) {
+      starts.push(
+        startThrowawayRedisCluster({ bin: redisBin ?? undefined }).then(
+          (h) => (clusterUrl = h.url),
+          (err) => {
+            if (process.env.CI) throw new Error(`Redis Cluster (CI requires it): ${errorText(err)}`);
+            clusterSkipped = errorText(err);
+          },
+        ),
+      );
+    }
     const results = await Promise.allSettled(starts);
     const failed = results.filter((r) => r.status === 'rejected');
     if (failed.length) {
@@ -620,10 +674,12 @@ async function main(argv) {
       return 1;
     }
     if (shutdown) return 1;
+    if (clusterSkipped) log(`no Redis Cluster (${clusterSkipped}): the cluster variants of the real-time tests are skipped`);
 
     const describe = (url, throwaway, explicit, envName) =>
       `${maskUrl(url)} (${throwaway ? 'throwaway' : explicit ? envName : 'local default'})`;
-    log(`Postgres: ${describe(pgUrl, needPg, pgExplicit, 'TEST_DATABASE_URL')}; Redis: ${describe(redisUrl, needRedis, redisExplicit, 'REDIS_URL')}`);
+    log(`Postgres: ${describe(pgUrl, needPg, pgExplicit, 'TEST_DATABASE_URL')}; Redis: ${describe(redisUrl, needRedis, redisExplicit, 'REDIS_URL')}` +
+      (clusterUrl ? `; Redis Cluster: ${maskUrl(clusterUrl)} (${process.env.REDIS_CLUSTER_URL ? 'REDIS_CLUSTER_URL' : 'throwaway'})` : ''));
 
     const vitestEntry = path.join(REPO_ROOT, 'node_modules', 'vitest', 'vitest.mjs');
     if (!existsSync(vitestEntry)) {
@@ -640,7 +696,7 @@ async function main(argv) {
     vitest = spawn(process.execPath, [vitestEntry, 'run', ...argv], {
       cwd: REPO_ROOT,
       stdio: 'inherit',
-      env: { ...process.env, TEST_DATABASE_URL: pgUrl, REDIS_URL: redisUrl },
+      env: { ...process.env, TEST_DATABASE_URL: pgUrl, REDIS_URL: redisUrl, REDIS_CLUSTER_URL: clusterUrl },
     });
     const code = await new Promise((resolve) => {
       vitest.on('error', (err) => {

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { Redis } from 'ioredis';
+import { Cluster } from 'ioredis';
 import type { Logger } from '../log.js';
 import { UUID_PATTERN } from '../http/validation.js';
 import type { MasterKeyring } from '../keys/keyring.js';
@@ -8,6 +8,7 @@ import type { SocketHub } from './hub.js';
 import type { MemberDirectory } from './member-directory.js';
 import { packr } from './protocol.js';
 import { PubSubSealer } from './pubsub-seal.js';
+import { checkRedis, createRedis, type RedisClient } from '../redis.js';
 
 /**
  * Channel layout: one channel per conversation (`sotalk:c:{<id>}`, the braces keep a cluster's
@@ -16,6 +17,12 @@ import { PubSubSealer } from './pubsub-seal.js';
  * instance may be online on any other, which must subscribe). Every event costs exactly one
  * PUBLISH, whatever the number of members or instances. Payloads are sealed (PubSubSealer):
  * Redis never sees plaintext, and a message that does not open is dropped and counted.
+ *
+ * On a Redis Cluster the same channels use sharded pub/sub (SPUBLISH/SSUBSCRIBE): a channel lives
+ * on the shard owning its hash slot, so an event touches that one shard instead of being broadcast
+ * over the cluster bus to every node. ioredis keeps one subscriber connection per master and, when
+ * a shard fails over or a node restarts, subscribes its channels again on the shard's new owner.
+ * One server keeps plain PUBLISH/SUBSCRIBE (it works with Redis before 7, and costs the same there).
  */
 const CONVERSATION_CHANNEL = (id: string) => `sotalk:c:{${id}}`;
 const CONVERSATION_CHANNEL_PATTERN = /^sotalk:c:\{([0-9a-f-]{36})\}$/;
@@ -54,8 +61,10 @@ export class EventBus implements EventPublisher {
   readonly #directory: MemberDirectory;
   readonly #logger: Logger;
   readonly #sealer: PubSubSealer;
-  readonly #pub: Redis | undefined;
-  readonly #sub: Redis | undefined;
+  readonly #pub: RedisClient | undefined;
+  readonly #sub: RedisClient | undefined;
+  /** REDIS_URL names a cluster: sharded pub/sub. */
+  readonly #sharded: boolean;
   readonly #clock: () => number;
   readonly #onPublish: NonNullable<EventBusOptions['onPublish']>;
   readonly #onReceived: NonNullable<EventBusOptions['onReceived']>;
@@ -72,32 +81,42 @@ export class EventBus implements EventPublisher {
     this.#sealer = new PubSubSealer(options.keyring, randomBytes(16));
     this.#onPublish = options.onPublish ?? (() => {});
     this.#onReceived = options.onReceived ?? (() => {});
+    this.#sharded = false;
     if (options.redisUrl) {
       const common = { maxRetriesPerRequest: 1, retryStrategy: (n: number) => Math.min(50 * n, 2000), lazyConnect: false };
       // Publishing while Redis is down fails fast (events are best-effort) instead of queueing without bound.
-      this.#pub = new Redis(options.redisUrl, { ...common, enableOfflineQueue: false, enableAutoPipelining: true, connectionName: 'sotalk-pub' });
+      this.#pub = createRedis(options.redisUrl, { ...common, enableOfflineQueue: false, enableAutoPipelining: true, connectionName: 'sotalk-pub' });
       // Subscriptions wait for the connection instead of failing (no per-request retry limit).
-      this.#sub = new Redis(options.redisUrl, { ...common, maxRetriesPerRequest: null, autoResubscribe: true, connectionName: 'sotalk-sub' });
+      const sub = createRedis(options.redisUrl, { ...common, maxRetriesPerRequest: null, autoResubscribe: true, connectionName: 'sotalk-sub', shardedSubscribers: true });
+      this.#sub = sub;
+      this.#sharded = sub instanceof Cluster;
       let connectedBefore = false;
-      this.#sub.on('ready', () => {
+      sub.on('ready', () => {
         // After an outage: membership changes were missed (forget cached memberships) and
         // subscriptions made while down may have failed (subscribe again; repeating one is harmless).
         if (connectedBefore) this.#directory.clear();
         connectedBefore = true;
-        const channels = [CONTROL_CHANNEL, ...this.#hub.servedConversations().map(CONVERSATION_CHANNEL)];
-        void this.#sub?.subscribe(...channels).catch(() => {});
+        if (!this.#sharded) void sub.subscribe(CONTROL_CHANNEL, ...this.#hub.servedConversations().map(CONVERSATION_CHANNEL)).catch(() => {});
       });
-      for (const conn of [this.#pub, this.#sub]) {
+      if (sub instanceof Cluster) {
+        // ioredis remembers the sharded channels and subscribes them again itself whenever its
+        // subscribers are rebuilt (a node gone, a failover): only cached memberships need forgetting.
+        sub.on('subscribersReady', () => this.#directory.clear());
+        void sub.ssubscribe(CONTROL_CHANNEL).catch(() => {});
+        sub.on('smessageBuffer', (channel: Buffer, message: Buffer) => this.#onRemote(channel.toString(), message));
+      } else {
+        sub.on('messageBuffer', (channel: Buffer, message: Buffer) => this.#onRemote(channel.toString(), message));
+      }
+      for (const conn of [this.#pub, sub]) {
         conn.on('error', (err: Error) => {
           options.onRedisError?.();
           this.#logger.warn({ err: { message: err.message } }, 'redis connection error');
         });
       }
-      this.#sub.on('messageBuffer', (channel: Buffer, message: Buffer) => this.#onRemote(channel.toString(), message));
     }
   }
 
-  get redis(): Redis | undefined {
+  get redis(): RedisClient | undefined {
     return this.#pub;
   }
 
@@ -125,9 +144,17 @@ export class EventBus implements EventPublisher {
       const unsub = [...this.#toUnsubscribe];
       this.#toSubscribe.clear();
       this.#toUnsubscribe.clear();
-      if (this.#sub?.status !== 'ready') return; // 'ready' subscribes to everything served
-      if (sub.length > 0) void this.#sub.subscribe(...sub).catch(() => {});
-      if (unsub.length > 0) void this.#sub.unsubscribe(...unsub).catch(() => {});
+      const conn = this.#sub;
+      if (conn instanceof Cluster) {
+        // One command per channel (a sharded (un)subscribe takes channels of one slot); while the
+        // cluster is not ready they wait in the offline queue, and ioredis remembers the channels.
+        for (const channel of sub) void conn.ssubscribe(channel).catch(() => {});
+        for (const channel of unsub) void conn.sunsubscribe(channel).catch(() => {});
+        return;
+      }
+      if (conn?.status !== 'ready') return; // 'ready' subscribes to everything served
+      if (sub.length > 0) void conn.subscribe(...sub).catch(() => {});
+      if (unsub.length > 0) void conn.unsubscribe(...unsub).catch(() => {});
     });
   }
 
@@ -172,7 +199,7 @@ export class EventBus implements EventPublisher {
       return;
     }
     this.#onPublish(channel === CONTROL_CHANNEL ? 'control' : 'conversation');
-    this.#pub.publish(channel, payload).catch(() => {});
+    (this.#sharded ? this.#pub.spublish(channel, payload) : this.#pub.publish(channel, payload)).catch(() => {});
   }
 
   #onRemote(channel: string, message: Buffer): void {
@@ -233,8 +260,7 @@ export class EventBus implements EventPublisher {
   }
 
   async ping(): Promise<void> {
-    if (!this.#pub) return;
-    await this.#pub.ping();
+    if (this.#pub) await checkRedis(this.#pub);
   }
 
   async close(): Promise<void> {

@@ -1,5 +1,6 @@
 import { LRUCache } from 'lru-cache';
-import type { Redis } from 'ioredis';
+import { Cluster } from 'ioredis';
+import type { RedisClient } from '../redis.js';
 import { ApiError } from '../errors.js';
 
 export interface Limit {
@@ -29,14 +30,22 @@ return out`;
 
 /** Most keys per sync command. */
 const SYNC_CHUNK = 1000;
+/**
+ * On a Redis Cluster a script's keys must share a hash slot: keys carry one of this many hash tags
+ * (`sotalk:rl:{7}:…`, picked from bucket and key), spread over the shards, and a sync sends one
+ * command per tag with counted takes. On one server keys carry no tag and a sync is one command.
+ */
+const CLUSTER_KEY_GROUPS = 16;
 
-type RedisWithScripts = Redis & {
+type RedisWithScripts = RedisClient & {
   sotalkTake(key: string, windowMs: number): Promise<[number, number]>;
   sotalkSync(...args: (string | number)[]): Promise<number[]>;
 };
 
 interface Counter {
   redisKey: string;
+  /** The key's hash tag group (0 on one server). */
+  group: number;
   windowStart: number;
   windowMs: number;
   /** The shared total as Redis last reported it (everyone's takes, ours included). */
@@ -57,7 +66,7 @@ export interface RateLimiterOptions {
 
 /** What the limiter did, for benchmarks and tests. */
 export interface RateLimiterStats {
-  /** Sync commands sent (one per interval with takes — one per 1,000 keys —, plus early ones for busy keys). */
+  /** Sync commands sent (one per interval with takes — one per 1,000 keys and, on a cluster, per hash tag —, plus early ones for busy keys). */
   syncs: number;
   /** Takes counted in Redis one by one (limits too small for an allowance). */
   exactTakes: number;
@@ -80,6 +89,7 @@ export interface RateLimiterStats {
  */
 export class RateLimiter {
   readonly #redis: RedisWithScripts | undefined;
+  readonly #keyGroups: number;
   readonly #counters = new LRUCache<string, Counter>({ max: 200_000 });
   readonly #dirty = new Set<Counter>();
   readonly #clock: () => number;
@@ -93,14 +103,19 @@ export class RateLimiter {
   /** False after a Redis call failed or was slower than the timeout, until a sync succeeds: takes then stop waiting for Redis. */
   #answering = true;
 
-  constructor(redis?: Redis, options: RateLimiterOptions | (() => number) = {}) {
+  constructor(redis?: RedisClient, options: RateLimiterOptions | (() => number) = {}) {
     const o = typeof options === 'function' ? { clock: options } : options;
     this.#clock = o.clock ?? Date.now;
     this.#syncMs = o.syncMs ?? 50;
     this.#timeoutMs = o.redisTimeoutMs ?? 200;
+    this.#keyGroups = redis instanceof Cluster ? CLUSTER_KEY_GROUPS : 1;
     if (redis) {
       redis.defineCommand('sotalkTake', { numberOfKeys: 1, lua: TAKE_SCRIPT });
       redis.defineCommand('sotalkSync', { lua: SYNC_SCRIPT });
+      // Auto-pipelining groups a command it does not know by its first argument: for the sync
+      // script that is the key count, not a key, so on a cluster the sync would share a pipeline
+      // with commands for other shards and fail it (publishes included). It goes on its own there.
+      if (redis instanceof Cluster) redis.options.autoPipeliningIgnoredCommands = [...(redis.options.autoPipeliningIgnoredCommands ?? []), 'sotalkSync'];
       this.#redis = redis as RedisWithScripts;
       this.#timer = setInterval(() => this.#tick(), this.#syncMs);
       this.#timer.unref();
@@ -119,7 +134,7 @@ export class RateLimiter {
     const msLeft = (window + 1) * limit.windowMs - now;
     const allowance = Math.floor((limit.max * this.#syncMs) / limit.windowMs);
     if (allowance < 1 && this.#usable()) {
-      const exact = await this.#takeExact(`sotalk:rl:${bucket}:${key}:${window}`, limit.windowMs);
+      const exact = await this.#takeExact(this.#redisKey(bucket, key, window).key, limit.windowMs);
       if (exact !== undefined) return this.#decide(exact, limit, msLeft, bucket);
     }
     const counter = this.#counter(bucket, key, window, limit.windowMs);
@@ -144,10 +159,17 @@ export class RateLimiter {
     let counter = this.#counters.get(id);
     if (!counter || counter.windowStart !== start) {
       if (counter) this.#dirty.delete(counter); // the old window's unsent takes no longer matter
-      counter = { redisKey: `sotalk:rl:${bucket}:${key}:${window}`, windowStart: start, windowMs, synced: 0, local: 0, sending: 0 };
+      const { key: redisKey, group } = this.#redisKey(bucket, key, window);
+      counter = { redisKey, group, windowStart: start, windowMs, synced: 0, local: 0, sending: 0 };
       this.#counters.set(id, counter);
     }
     return counter;
+  }
+
+  #redisKey(bucket: string, key: string, window: number): { key: string; group: number } {
+    if (this.#keyGroups === 1) return { key: `sotalk:rl:${bucket}:${key}:${window}`, group: 0 };
+    const group = fnv1a(`${bucket}:${key}`) % this.#keyGroups;
+    return { key: `sotalk:rl:{${group}}:${bucket}:${key}:${window}`, group };
   }
 
   #usable(): boolean {
@@ -208,11 +230,18 @@ export class RateLimiter {
   }
 
   async #send(redis: RedisWithScripts): Promise<void> {
-    const batch = [...this.#dirty];
+    const groups = new Map<number, Counter[]>();
+    for (const c of this.#dirty) {
+      const group = groups.get(c.group);
+      if (group) group.push(c);
+      else groups.set(c.group, [c]);
+    }
     this.#dirty.clear();
     const sends: Promise<void>[] = [];
     // A script blocks Redis while it runs: at most SYNC_CHUNK keys each (~1 ms), sent together.
-    for (let i = 0; i < batch.length; i += SYNC_CHUNK) sends.push(this.#sendChunk(redis, batch.slice(i, i + SYNC_CHUNK)));
+    for (const batch of groups.values()) {
+      for (let i = 0; i < batch.length; i += SYNC_CHUNK) sends.push(this.#sendChunk(redis, batch.slice(i, i + SYNC_CHUNK)));
+    }
     await Promise.all(sends);
   }
 
@@ -247,6 +276,13 @@ export class RateLimiter {
     if (this.#timer) clearInterval(this.#timer);
     await this.#withTimeout(this.sync()).catch(() => {});
   }
+}
+
+/** 32-bit FNV-1a of a string's UTF-16 code units: a cheap, stable spread of keys over hash tags. */
+function fnv1a(s: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193);
+  return h >>> 0;
 }
 
 /** What is limited: per user, except `signin` (per wallet, proven sign-ins) and `signin-address` (per client address). */

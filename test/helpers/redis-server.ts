@@ -1,6 +1,6 @@
-// A throwaway redis-server child process for tests that must stop or restart Redis
-// (so the shared Redis at REDIS_URL is never disturbed).
-import { spawn, type ChildProcess } from 'node:child_process';
+// A throwaway redis-server child process (or a Redis Cluster of them) for tests that must stop or
+// restart Redis (so the shared Redis at REDIS_URL, or cluster at REDIS_CLUSTER_URL, is never disturbed).
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -112,8 +112,11 @@ function installExitHook(): void {
   });
 }
 
-/** Starts `redis-server --port <free> --bind 127.0.0.1 --save "" --appendonly no` and waits for PING. */
-export async function startRedis(options: { bin?: string; startTimeoutMs?: number } = {}): Promise<ThrowawayRedis> {
+/**
+ * Starts `redis-server --port <free> --bind 127.0.0.1 --save "" --appendonly no` (plus `args`) and
+ * waits for PING. Its directory (and so a cluster node's nodes.conf) survives restart().
+ */
+export async function startRedis(options: { bin?: string; startTimeoutMs?: number; args?: string[] } = {}): Promise<ThrowawayRedis> {
   installExitHook();
   const bin = options.bin ?? 'redis-server';
   const startTimeoutMs = options.startTimeoutMs ?? 15_000;
@@ -123,7 +126,7 @@ export async function startRedis(options: { bin?: string; startTimeoutMs?: numbe
 
   const launch = async (port: number): Promise<void> => {
     output = '';
-    const c = spawn(bin, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--daemonize', 'no'], {
+    const c = spawn(bin, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--daemonize', 'no', ...(options.args ?? [])], {
       cwd: dir,
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -217,5 +220,73 @@ export async function startRedis(options: { bin?: string; startTimeoutMs?: numbe
       }
       rmSync(dir, { recursive: true, force: true });
     },
+  };
+}
+
+export interface ThrowawayRedisCluster {
+  /** `redis+cluster://127.0.0.1:<port>,…` for REDIS_URL. */
+  url: string;
+  /** The masters; restart() or kill() + start() one to take a shard down and bring it back. */
+  nodes: ThrowawayRedis[];
+  /** CLUSTER INFO's cluster_state as seen by every running node ('ok' only when all agree). */
+  state(): Promise<string>;
+  /** The master serving `key`'s hash slot (a channel name with a {tag} hashes by its tag). */
+  ownerOf(key: string): Promise<ThrowawayRedis>;
+  stop(): Promise<void>;
+}
+
+const run = (bin: string, args: string[]) =>
+  new Promise<string>((resolve, reject) =>
+    execFile(bin, args, { timeout: 10_000 }, (err, stdout, stderr) => (err ? reject(new Error(`${bin} ${args.join(' ')}: ${stderr || err.message}`)) : resolve(stdout))),
+  );
+
+/**
+ * A throwaway Redis Cluster of `masters` redis-server processes (no replicas), made with
+ * `redis-cli --cluster create`; resolves once every node reports cluster_state:ok. A node is
+ * declared failed 1 s after it stops answering (cluster-node-timeout), and rejoins on restart.
+ */
+export async function startRedisCluster(options: { masters?: number; cli?: string } = {}): Promise<ThrowawayRedisCluster> {
+  const cli = options.cli ?? 'redis-cli';
+  const args = ['--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf', '--cluster-node-timeout', '1000'];
+  const nodes = await Promise.all(Array.from({ length: options.masters ?? 3 }, () => startRedis({ args })));
+  const state = async () => {
+    const states = await Promise.all(
+      nodes.map((n) => run(cli, ['-p', String(n.port), 'cluster', 'info']).then((info) => /cluster_state:(\w+)/.exec(info)?.[1] ?? 'unknown', () => 'down')),
+    );
+    return states.every((s) => s === 'ok') ? 'ok' : states.find((s) => s !== 'ok' && s !== 'down') ?? 'down';
+  };
+  try {
+    await run(cli, ['--cluster', 'create', ...nodes.map((n) => `127.0.0.1:${n.port}`), '--cluster-replicas', '0', '--cluster-yes']);
+    const deadline = Date.now() + 20_000;
+    while ((await state()) !== 'ok') {
+      if (Date.now() > deadline) throw new Error('the throwaway Redis Cluster did not reach cluster_state:ok within 20 s');
+      await sleep(100);
+    }
+  } catch (err) {
+    await Promise.all(nodes.map((n) => n.stop()));
+    throw err;
+  }
+  const ownerOf = async (key: string) => {
+    const port = String(nodes[0]!.port);
+    const slot = Number(await run(cli, ['-p', port, 'cluster', 'keyslot', key]));
+    // CLUSTER NODES: `<id> <ip:port@cport> <flags> <master> <ping> <pong> <epoch> <link> <slot ranges...>`
+    for (const line of (await run(cli, ['-p', port, 'cluster', 'nodes'])).split('\n')) {
+      const [, address, flags, , , , , , ...ranges] = line.trim().split(' ');
+      if (!flags?.includes('master')) continue;
+      const owns = ranges.some((r) => {
+        const [from, to = from] = r.split('-').map(Number);
+        return slot >= from! && slot <= to!;
+      });
+      const node = nodes.find((n) => address?.startsWith(`127.0.0.1:${n.port}@`));
+      if (owns && node) return node;
+    }
+    throw new Error(`no master of the throwaway cluster serves ${key} (slot ${slot})`);
+  };
+  return {
+    url: `redis+cluster://${nodes.map((n) => `127.0.0.1:${n.port}`).join(',')}`,
+    nodes,
+    state,
+    ownerOf,
+    stop: async () => void (await Promise.all(nodes.map((n) => n.stop()))),
   };
 }

@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ApiError } from '../../src/errors.js';
 import { RateLimiter } from '../../src/services/rate-limiter.js';
 import { startRedis, type ThrowawayRedis } from '../helpers/redis-server.js';
+import { createRedis, type RedisClient } from '../../src/redis.js';
 
 let redis: ThrowawayRedis;
 const clients: Redis[] = [];
@@ -203,5 +204,55 @@ describe('RateLimiter on Redis', () => {
     // another instance sees the counts once Redis answers (the timed-out take may count twice: never fewer)
     const other = await limiter();
     expect(await admitted(other, 'paused-small', limit)).toBe(false);
+  });
+});
+
+// On the Redis Cluster test/run.mjs provides: a script's keys must share a hash slot, so keys carry
+// one of 16 hash tags and a sync sends one command per tag; limits stay shared across instances.
+describe.skipIf(!process.env.REDIS_CLUSTER_URL)('RateLimiter on a Redis Cluster', () => {
+  const clusterClients: RedisClient[] = [];
+  const clusterLimiter = async (): Promise<RateLimiter> => {
+    const c = createRedis(process.env.REDIS_CLUSTER_URL!, { maxRetriesPerRequest: 1, enableAutoPipelining: true });
+    c.on('error', () => {});
+    clusterClients.push(c);
+    if (c.status !== 'ready') await new Promise((r) => c.once('ready', r));
+    const l = new RateLimiter(c);
+    limiters.push(l);
+    return l;
+  };
+  afterAll(async () => {
+    await Promise.all(limiters.map((l) => l.close()));
+    for (const c of clusterClients) c.disconnect();
+  });
+
+  it('two instances share every key’s count, synced across many hash slots without a failed command', async () => {
+    const [a, b] = [await clusterLimiter(), await clusterLimiter()];
+    // allowance 1 per 50 ms sync: a take beyond it waits for a sync, so syncs carry many keys at once
+    const limit = { max: 120, windowMs: 5000 };
+    if (5000 - (Date.now() % 5000) < 3500) await new Promise((r) => setTimeout(r, 5000 - (Date.now() % 5000) + 50));
+    const run = `${Date.now()}`;
+    const perKey = await Promise.all(
+      Array.from({ length: 20 }, async (_, k) => {
+        let n = 0;
+        for (let i = 0; i < 160; i++) if (await admitted(i % 2 ? a : b, `c-${run}-${k}`, limit)) n++;
+        return n;
+      }),
+    );
+    // shared: at most max + N × allowance (2 instances × 1) per key; never fewer than max
+    expect(Math.min(...perKey)).toBeGreaterThanOrEqual(120);
+    expect(Math.max(...perKey)).toBeLessThanOrEqual(122);
+    expect(a.stats.redisFailures + b.stats.redisFailures).toBe(0);
+    expect(a.stats.syncs).toBeGreaterThan(0);
+  });
+
+  it('a small limit is counted exactly in the cluster', async () => {
+    const [a, b] = [await clusterLimiter(), await clusterLimiter()];
+    const limit = { max: 3, windowMs: 60_000 };
+    const key = `small-${Date.now()}`;
+    let n = 0;
+    for (let i = 0; i < 10; i++) if (await admitted(i % 2 ? a : b, key, limit)) n++;
+    expect(n).toBe(3);
+    expect(a.stats.exactTakes + b.stats.exactTakes).toBe(10);
+    expect(a.stats.redisFailures + b.stats.redisFailures).toBe(0);
   });
 });

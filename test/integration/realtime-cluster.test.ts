@@ -1,14 +1,22 @@
-// Integration tests: several instances on one Postgres and one Redis (docs/design.md; docs/protocol.md): events cross
-// instances, membership changes cross, an instance works alone without Redis, and fan-out survives
-// a Redis restart (on a throwaway redis-server, so the shared Redis is never disturbed).
+// Integration tests: several instances on one Postgres and one Redis — a single server, and a Redis
+// Cluster with sharded pub/sub (docs/design.md, docs/protocol.md,
+// docs/operations.md): events cross instances, membership changes cross,
+// an instance works alone without Redis, and fan-out survives a Redis restart and a cluster master's
+// restart (on throwaway servers, so the shared Redis and cluster are never disturbed).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startRedis, type ThrowawayRedis } from '../helpers/redis-server.js';
+import { startRedis, startRedisCluster, type ThrowawayRedis, type ThrowawayRedisCluster } from '../helpers/redis-server.js';
 import { signIn, startTestServer, type SignedInUser, type TestServer } from '../helpers/server.js';
 import { openSocket, type TestSocket } from '../helpers/socket.js';
 
 // ---------------------------------------------------------------- local helpers
 
 const SHARED_REDIS_URL = process.env.REDIS_URL || 'redis://127.0.0.1:6379';
+/** test/run.mjs starts a throwaway cluster (required under CI); without one the cluster variants are skipped. */
+const CLUSTER_URL = process.env.REDIS_CLUSTER_URL || '';
+const REDIS_TARGETS = [
+  { redis: 'one Redis', url: SHARED_REDIS_URL },
+  { redis: 'a Redis Cluster (sharded pub/sub)', url: CLUSTER_URL },
+].filter((t) => t.url);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const sockets: TestSocket[] = [];
 
@@ -88,18 +96,31 @@ async function startPair(redisUrl: string): Promise<[TestServer, TestServer]> {
   return [a, b];
 }
 
+/** Sends through `sender`'s instance every 200 ms (up to ~15 s) until one of them reaches `sock`; returns whether one did. */
+async function pollUntilDelivered(sender: SignedInUser, conversationId: string, sock: TestSocket, label: string, timeoutMs = 15_000): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  const probes = new Set<string>();
+  for (let i = 0; Date.now() < deadline; i++) {
+    const probe = await send(sender, conversationId, `${label} probe ${i}`);
+    probes.add(probe.id);
+    await sleep(200);
+    if (sock.frames.some((f) => f.type === 'new_message' && probes.has(f.message.id))) return true;
+  }
+  return false;
+}
+
 afterAll(async () => {
   await Promise.all(sockets.map((s) => s.close().catch(() => {})));
 });
 
 // ---------------------------------------------------------------- two instances, shared Redis
 
-describe('two instances on one Postgres and one Redis', () => {
+describe.each(REDIS_TARGETS)('two instances on one Postgres and $redis', ({ url }) => {
   let A: TestServer;
   let B: TestServer;
 
   beforeAll(async () => {
-    [A, B] = await startPair(SHARED_REDIS_URL);
+    [A, B] = await startPair(url);
   });
 
   afterAll(async () => {
@@ -305,19 +326,6 @@ describe('Redis restart (throwaway redis-server)', () => {
     await redis?.stop();
   });
 
-  /** Sends through A every 200 ms (up to ~15 s) until one of them reaches `sock`; returns whether one did. */
-  async function pollUntilDelivered(sender: SignedInUser, conversationId: string, sock: TestSocket, label: string, timeoutMs = 15_000): Promise<boolean> {
-    const deadline = Date.now() + timeoutMs;
-    const probes = new Set<string>();
-    for (let i = 0; Date.now() < deadline; i++) {
-      const probe = await send(sender, conversationId, `${label} probe ${i}`);
-      probes.add(probe.id);
-      await sleep(200);
-      if (sock.frames.some((f) => f.type === 'new_message' && probes.has(f.message.id))) return true;
-    }
-    return false;
-  }
-
   it('the first new_message a socket sees in a conversation, when it overtakes its predecessor (Redis briefly stalled), does not break seq order', async () => {
     // Two more instances without send rate limits, so a stalled Redis delays only PUBLISH, not the sends.
     const C = await startTestServer({ env: { REDIS_URL: redis.url, RATE_LIMIT_SEND_PER_MIN: '0' }, database: A.database });
@@ -440,4 +448,64 @@ describe('Redis restart (throwaway redis-server)', () => {
       await C?.close();
     }
   }, 90_000);
+});
+
+// ---------------------------------------------------------------- Redis Cluster: a master restarts
+
+describe.skipIf(!CLUSTER_URL)('Redis Cluster: a master killed and restarted (throwaway cluster)', () => {
+  let cluster: ThrowawayRedisCluster;
+  let A: TestServer;
+  let B: TestServer;
+
+  beforeAll(async () => {
+    cluster = await startRedisCluster();
+    [A, B] = await startPair(cluster.url);
+  });
+
+  afterAll(async () => {
+    await Promise.all(sockets.map((s) => s.close().catch(() => {})));
+    await B?.close();
+    await A?.close();
+    await cluster?.stop();
+  });
+
+  it('other shards keep fanning out while /readyz reports the failure; the restarted shard resubscribes and delivers again', async () => {
+    const channel = (id: string) => `sotalk:c:{${id}}`;
+    const [a, b, d] = await users(A, 3);
+    const conv = await group(a!, [b!]);
+    const victim = await cluster.ownerOf(channel(conv));
+    // a conversation on another shard, and a direct one on the same shard (for a user who connects during the outage)
+    let healthy: string | undefined;
+    let sameShard: string | undefined;
+    for (let i = 0; i < 40 && (!healthy || !sameShard); i++) {
+      const id = i % 2 === 0 ? await group(a!, [b!]) : await group(a!, [d!]);
+      const owner = await cluster.ownerOf(channel(id));
+      if (owner !== victim && i % 2 === 0) healthy ??= id;
+      if (owner === victim && i % 2 === 1) sameShard ??= id;
+    }
+    expect(healthy && sameShard, 'conversations on the other shards and on the victim shard').toBeTruthy();
+    const [aOnA, bOnB] = await Promise.all([connect(A, a!), connect(B, b!)]);
+    for (const id of [conv, healthy!]) expect(await pollUntilDelivered(a!, id, bOnB, 'before'), 'fan-out A→B before the outage').toBe(true);
+
+    await victim.kill();
+    let dOnB: TestSocket | undefined;
+    try {
+      await waitUntil(async () => (await readyz(A)) === 503 && (await readyz(B)) === 503, 15_000, 'both instances to report not ready');
+      const body = (await (await fetch(`${A.baseUrl}/readyz`)).json()) as { checks: Record<string, string> };
+      expect(body.checks).toMatchObject({ database: 'ok', redis: 'unavailable' });
+      // sharded pub/sub of the shards still up keeps working (one shard per conversation)
+      expect(await pollUntilDelivered(a!, healthy!, bOnB, 'healthy shard'), 'fan-out on a healthy shard during the outage').toBe(true);
+      // local delivery never depends on Redis
+      const local = await send(via(B, b!), conv, 'local on B during the outage');
+      expect((await bOnB.next(newMessage(local.id))).message.content).toBe('local on B during the outage');
+      dOnB = await connect(B, d!);
+    } finally {
+      await victim.start();
+    }
+    await waitUntil(async () => (await cluster.state()) === 'ok', 20_000, 'the cluster to recover');
+    expect(await pollUntilDelivered(a!, conv, bOnB, 'victim shard A→B'), 'fan-out resumed on the restarted shard').toBe(true);
+    expect(await pollUntilDelivered(via(B, b!), conv, aOnA, 'victim shard B→A'), 'and B→A').toBe(true);
+    expect(await pollUntilDelivered(a!, sameShard!, dOnB!, 'subscribed during the outage'), 'a user who connected during the outage').toBe(true);
+    await waitUntil(async () => (await readyz(A)) === 200 && (await readyz(B)) === 200, 15_000, 'both ready again');
+  }, 120_000);
 });

@@ -3,6 +3,7 @@ import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../../src/config.js';
+import { parseRedisUrl } from '../../src/redis.js';
 
 const KEY = 'AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=';
 const dirs: string[] = [];
@@ -24,6 +25,31 @@ function configError(env: Record<string, string>): ConfigError {
   }
   throw new Error('expected a ConfigError');
 }
+
+describe('REDIS_URL', () => {
+  it('accepts one server or a cluster, and a cluster URL names its start-up nodes and credentials', () => {
+    for (const url of ['redis://127.0.0.1:6379', 'rediss://u:p@r.example:6380/2', 'redis+cluster://10.0.0.1:7000,10.0.0.2:7000', 'rediss+cluster://:pw@[::1]:7000']) {
+      expect(loadConfig({ ENCRYPTION_MASTER_KEY: KEY, SOTALK_DATA_DIR: tempDir(), REDIS_URL: url }).redisUrl).toBe(url);
+    }
+    expect(parseRedisUrl('redis://127.0.0.1:6379')).toEqual({ kind: 'single', url: 'redis://127.0.0.1:6379' });
+    expect(parseRedisUrl('rediss+cluster://app:s%40cret@a.example:7000, b.example:7001')).toEqual({
+      kind: 'cluster',
+      nodes: [
+        { host: 'a.example', port: 7000 },
+        { host: 'b.example', port: 7001 },
+      ],
+      username: 'app',
+      password: 's@cret',
+      tls: true,
+    });
+    expect(parseRedisUrl('redis+cluster://[::1]:7000')).toEqual({ kind: 'cluster', nodes: [{ host: '::1', port: 7000 }], tls: false });
+  });
+
+  it('never echoes a password in its error', () => {
+    const err = configError({ ENCRYPTION_MASTER_KEY: KEY, REDIS_URL: 'redis+cluster://:hunter2@a:7000,b' });
+    expect(err.message).toBe('REDIS_URL: must list the cluster nodes as host:port[,host:port...]');
+  });
+});
 
 describe('loadConfig', () => {
   it('applies the documented defaults (README.md, Configuration)', () => {
@@ -62,6 +88,10 @@ describe('loadConfig', () => {
     ['DATABASE_URL', 'not a url'],
     ['DATABASE_URL', 'mysql://localhost/x'],
     ['REDIS_URL', 'http://localhost'],
+    ['REDIS_URL', 'redis+cluster://'],
+    ['REDIS_URL', 'redis+cluster://host-without-port'],
+    ['REDIS_URL', 'redis+cluster://a:6379,b:99999'],
+    ['REDIS_URL', 'redis+cluster://a:6379/0'],
   ])('rejects %s=%s naming the variable', (name, value) => {
     const err = configError({ ENCRYPTION_MASTER_KEY: KEY, [name]: value });
     expect(err.variable).toBe(name);
