@@ -5,6 +5,7 @@
 //   npm run bench:load                                   # every scenario, 10 s each, own server
 //   npm run bench:load -- --scenario http-send --duration 30 --rate 70%
 //   npm run bench:load -- --url http://127.0.0.1:8080 --pg-url postgresql://postgres@127.0.0.1/sotalk
+//   npm run bench:load -- --scenario fanout --redis cluster   # spawned server on a throwaway Redis Cluster
 import { appendFileSync } from 'node:fs';
 import type WebSocket from 'ws';
 import {
@@ -30,6 +31,7 @@ import { createHttpClient, type HttpClient } from './lib/http-client.js';
 import { insertCeiling, readCeiling, type CeilingResult } from './lib/pg-ceiling.js';
 import { CostMeter, costJson, costText, type CostSample, type PhaseCost } from './lib/costs.js';
 import { searchWords } from '../src/crypto/search-tokens.js';
+import { startRedisCluster, type ThrowawayRedisCluster } from '../test/helpers/redis-server.js';
 import { HEAP_USED, MAX_FDS, RSS, metric, metricSum, openTarget, readMetrics, type Target } from './lib/target.js';
 
 const SCENARIOS = ['http-send', 'ws-send', 'history-cold', 'history-hot', 'fanout', 'idle'] as const;
@@ -61,6 +63,9 @@ const SPEC: Record<string, OptionSpec> = {
   client: { default: 'auto', help: 'HTTP client: auto (undici if installed, else http), undici, http, fetch' },
   timeout: { default: '10', help: 'seconds before a request counts as a timeout' },
   'log-level': { default: 'info', help: 'LOG_LEVEL of the spawned server' },
+  redis: {
+    help: 'cluster: start a throwaway 3-master Redis Cluster (installed redis-server, redis-cli) and run the spawned server and the Redis figures on it (REDIS_URL=redis+cluster://…; an existing cluster: set REDIS_URL to its redis+cluster:// URL instead)',
+  },
   'db-as-is': { default: 'false', boolean: true, help: 'spawned server: use DATABASE_URL as is (no CREATE/DROP DATABASE)' },
   out: { help: 'also append each JSON line to this file' },
   'max-runtime': { help: 'hard stop in seconds (default: computed from the scenarios)' },
@@ -984,7 +989,7 @@ function budgetSeconds(): number {
 async function main(): Promise<void> {
   const machine = machineInfo();
   const maxRuntime = a['max-runtime'] === undefined ? budgetSeconds() : num(a, 'max-runtime', 1);
-  const state: { target?: Target } = {};
+  const state: { target?: Target; cluster?: ThrowawayRedisCluster } = {};
   let stopping = false;
   const abort = async (why: string, code: number) => {
     if (stopping) return;
@@ -992,6 +997,7 @@ async function main(): Promise<void> {
     stop.now = true;
     console.error(`\n${why}: stopping`);
     await state.target?.close().catch(() => {});
+    await state.cluster?.stop().catch(() => {});
     process.exit(code);
   };
   const watchdog = setTimeout(() => void abort(`hard time limit of ${maxRuntime} s reached (--max-runtime)`, 3), maxRuntime * 1000);
@@ -999,6 +1005,13 @@ async function main(): Promise<void> {
   process.once('SIGTERM', () => void abort('SIGTERM', 143));
 
   console.log(`sotalk load: ${selected.join(', ')}; ${O.duration} s per phase (+${O.warmup} s warm-up); ${machine.cpus} cpus, node ${machine.node}, load ${machine.loadavg_1m_at_start}`);
+  if (a.redis !== undefined && a.redis !== 'cluster') fail(`--redis: expected cluster, got ${a.redis}`);
+  if (a.redis === 'cluster') {
+    if (a.url) fail('--redis cluster starts a cluster for the spawned server: not with --url');
+    state.cluster = await startRedisCluster();
+    process.env.REDIS_URL = state.cluster.url;
+    console.log(`throwaway Redis Cluster: ${state.cluster.url}`);
+  }
   const target = (state.target = await openTarget({ url: a.url, pgUrl: a['pg-url'], logLevel: a['log-level']!, dbAsIs: bool(a, 'db-as-is') }));
   console.log(target.spawned ? `spawned server on ${target.baseUrl} (${JSON.stringify(target.serverInfo)})` : `target ${target.baseUrl}`);
   costMeter = new CostMeter(target, process.env.REDIS_URL || undefined);
@@ -1035,6 +1048,7 @@ async function main(): Promise<void> {
     await http.close();
     costMeter?.close();
     await target.close();
+    await state.cluster?.stop();
     clearTimeout(watchdog);
   }
   if (failed) process.exitCode = 1;

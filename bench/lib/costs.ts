@@ -7,14 +7,16 @@
 //   only when Postgres is local; `postgres_db` is the narrower figure of this database's backends
 //   and Postgres's shared background processes (no other database's backends);
 // - Redis: INFO cpu (used_cpu_sys + used_cpu_user) and INFO commandstats (all calls; PUBLISH and
-//   SPUBLISH calls), when REDIS_URL is set (the spawned server inherits it);
+//   SPUBLISH calls), when REDIS_URL is set (the spawned server inherits it); on a Redis Cluster
+//   (REDIS_URL=redis+cluster://…) summed over its masters;
 // - the load generator (process.cpuUsage() of this process) and the whole machine (/proc/stat).
 // Divided by the phase's operations these are the "µs per send" / "µs per delivery" figures of
 // issue 12: a regression shows up as a ratio.
 import { execFileSync } from 'node:child_process';
 import { readFileSync, readdirSync } from 'node:fs';
 import { hostname, networkInterfaces } from 'node:os';
-import { Redis } from 'ioredis';
+import { Cluster } from 'ioredis';
+import { createRedis, type RedisClient } from '../../src/redis.js';
 import { round } from './common.js';
 import { SERVER_CPU, metric, metricSum, readMetrics, type Target } from './target.js';
 
@@ -48,6 +50,8 @@ export interface CostSample {
   /** Busy CPU seconds of the whole machine (all cores), null off Linux. */
   machine: number | null;
   redisCommands: number | null;
+  /** INFO calls the sample made (one per Redis server; its own call is in the next sample's count). */
+  redisInfoCalls: number;
   redisPublishes: number | null;
   /** The server's own count of its PUBLISH calls (sotalk_redis_publishes_total). */
   serverPublishes: number | null;
@@ -151,6 +155,8 @@ interface RedisInfo {
   cpu: number;
   commands: number;
   publishes: number;
+  /** INFO commands this sample sent (one per server it asked). */
+  infoCalls?: number;
 }
 
 function parseRedisInfo(text: string): RedisInfo {
@@ -174,7 +180,7 @@ function isLocalHost(host: string): boolean {
 /** Samples before and after a phase; `CostMeter.cost(a, b, ops)` divides by the phase's operations. */
 export class CostMeter {
   readonly #target: Target;
-  readonly #redis: Redis | undefined;
+  readonly #redis: RedisClient | undefined;
   readonly #localPostgres: boolean;
   readonly #database: string | undefined;
   readonly #localServer: boolean;
@@ -196,7 +202,7 @@ export class CostMeter {
       if (!this.#localPostgres) this.#notes.set('postgres', `postgres: n/a — Postgres at ${host} is not on this machine (its CPU is read from /proc)`);
     }
     if (redisUrl) {
-      this.#redis = new Redis(redisUrl, { maxRetriesPerRequest: 1, connectionName: 'sotalk-bench-costs' });
+      this.#redis = createRedis(redisUrl, { maxRetriesPerRequest: 1, connectionName: 'sotalk-bench-costs' });
       this.#redis.on('error', () => {});
       if (target.spawned && (process.env.RATE_LIMIT_SEND_PER_MIN ?? '0') === '0') {
         this.#notes.set(
@@ -223,7 +229,7 @@ export class CostMeter {
     const [metrics, info] = await Promise.all([
       readMetrics(this.#target.baseUrl).catch(() => undefined),
       this.#redis
-        ? this.#redis.info('all').then(parseRedisInfo, (err: Error) => {
+        ? this.#redisInfo().then(undefined, (err: Error) => {
             this.#notes.set('redis', `redis: n/a — INFO failed: ${err.message}`);
             return null;
           })
@@ -244,9 +250,24 @@ export class CostMeter {
       client: (c.user + c.system) / 1e6,
       machine: machineSeconds(),
       redisCommands: info?.commands ?? null,
+      redisInfoCalls: info?.infoCalls ?? 1,
       redisPublishes: info?.publishes ?? null,
       serverPublishes: metrics ? metricSum(metrics, 'sotalk_redis_publishes_total') : null,
     };
+  }
+
+  /** INFO of the one server, or the sum over a cluster's masters (with how many INFO calls that took). */
+  async #redisInfo(): Promise<RedisInfo> {
+    const redis = this.#redis!;
+    if (!(redis instanceof Cluster)) return { ...parseRedisInfo(await redis.info('all')), infoCalls: 1 };
+    if (redis.status !== 'ready') await new Promise((r) => redis.once('ready', r));
+    const infos = (await Promise.all(redis.nodes('master').map((n) => n.info('all')))).map(parseRedisInfo);
+    return infos.reduce((t, i) => ({ cpu: t.cpu + i.cpu, commands: t.commands + i.commands, publishes: t.publishes + i.publishes, infoCalls: (t.infoCalls ?? 0) + 1 }), {
+      cpu: 0,
+      commands: 0,
+      publishes: 0,
+      infoCalls: 0,
+    });
   }
 
   static cost(a: CostSample, b: CostSample, ops: number): PhaseCost {
@@ -269,8 +290,8 @@ export class CostMeter {
     const perOp = (v: number | null) => (v === null ? null : round(v, 4));
     return {
       cpu_us: cpu,
-      // the delta includes one command of this meter: the first sample's INFO (an INFO's own call is counted after it answers)
-      redis_cmds: perOp(d(a.redisCommands === null ? null : a.redisCommands + 1, b.redisCommands)),
+      // the delta includes this meter's first INFO on each server (an INFO's own call is counted after it answers)
+      redis_cmds: perOp(d(a.redisCommands === null ? null : a.redisCommands + a.redisInfoCalls, b.redisCommands)),
       redis_publishes: perOp(d(a.redisPublishes, b.redisPublishes)),
       server_publishes: perOp(d(a.serverPublishes, b.serverPublishes)),
     };

@@ -39,3 +39,30 @@ it('every `npm run bench*` script prints its help for --help and refuses an unkn
     expect(bad.stderr, script).toMatch(/no-such-option/);
   }
 }, 180_000);
+
+// bench:load --redis cluster: a throwaway Redis Cluster under the spawned server; the Redis figures
+// are summed over its masters (one SPUBLISH per event, on one shard).
+it('bench:load --redis cluster runs fan-out on a throwaway Redis Cluster and counts one publish per event', async () => {
+  const root = new URL('../../', import.meta.url).pathname;
+  const run = (args: string[]) =>
+    promisify(execFile)(process.execPath, ['--import', 'tsx', 'bench/load.ts', ...args], {
+      cwd: root,
+      env: { ...process.env, BENCH_DATABASE_URL: process.env.TEST_DATABASE_URL ?? '', REDIS_URL: '', RATE_LIMIT_SEND_PER_MIN: '1000000', LOG_LEVEL: 'warn' },
+      timeout: 120_000,
+    }).then(
+      ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
+      (err: { code: number; stdout: string; stderr: string }) => ({ code: err.code, stdout: err.stdout, stderr: err.stderr }),
+    );
+  const bad = await run(['--redis', 'sentinel']);
+  expect(bad.code).toBe(2);
+  expect(bad.stderr).toMatch(/--redis: expected cluster/);
+  const { code, stdout, stderr } = await run(['--scenario', 'fanout', '--redis', 'cluster', '--duration', '1', '--warmup', '0', '--group-size', '10', '--window', '4']);
+  expect(code, stderr).toBe(0);
+  expect(stdout).toMatch(/throwaway Redis Cluster: redis\+cluster:\/\/127\.0\.0\.1:\d+,/);
+  const result = JSON.parse(stdout.split('\n').find((l) => l.startsWith('{'))!);
+  expect(result.delivery_ratio).toBe(1);
+  // sends still in flight at the phase's edges may shift a count by a few in hundreds
+  expect(Math.abs(result.redis_publish_per_send - 1)).toBeLessThan(0.05);
+  expect(Math.abs(result.server_publish_per_send - 1)).toBeLessThan(0.05);
+  expect(result.cost_notes.filter((n: string) => n.startsWith('redis'))).toEqual([]);
+}, 150_000);
