@@ -21,6 +21,9 @@ export interface SpawnOptions {
   /** Default: this node running bin/sotalk.js serve. */
   command?: [string, ...string[]];
   cwd?: string;
+  /** Run as this user and group (the caller must be root). */
+  uid?: number;
+  gid?: number;
   /** Sees every line as it arrives (stderr ones prefixed `[stderr] `), before the server listens too. */
   onLine?: (line: string) => void;
 }
@@ -35,6 +38,7 @@ export async function spawnServer(env: Record<string, string>, options: SpawnOpt
     cwd: options.cwd ?? REPO,
     env: { ...process.env, NODE_ENV: 'test', HOST: '127.0.0.1', PORT: '0', LOG_LEVEL: 'info', CRYPTO_POOL_SIZE: '1', REDIS_URL: '', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
+    ...(options.uid === undefined ? {} : { uid: options.uid, gid: options.gid }),
   });
   spawned.add(child);
   const lines: string[] = [];

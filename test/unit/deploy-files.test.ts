@@ -9,51 +9,16 @@ import { basename, join } from 'node:path';
 import { parse } from 'yaml';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
+import { copyOf, dockerfileStages, steps } from '../helpers/dockerfile.js';
 
 const ROOT = new URL('../../', import.meta.url).pathname;
 const read = (path: string) => readFileSync(join(ROOT, path), 'utf8');
 
 // ------------------------------------------------------------------------------- Dockerfile
 
-interface Instruction {
-  op: string;
-  args: string;
-}
-interface Stage {
-  base: string;
-  name: string;
-  steps: Instruction[];
-}
-
-/** Instructions (continuation lines joined, comments dropped), grouped by stage. */
-function dockerfileStages(text: string): Stage[] {
-  const stages: Stage[] = [];
-  const logical = text.replace(/\\\n/g, ' ').split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
-  for (const line of logical) {
-    const [, op, args] = /^(\S+)\s+(.*)$/.exec(line)!;
-    if (op!.toUpperCase() === 'FROM') {
-      const m = /^(\S+)(?:\s+AS\s+(\S+))?$/i.exec(args!)!;
-      stages.push({ base: m[1]!, name: m[2] ?? String(stages.length), steps: [] });
-    } else {
-      stages.at(-1)!.steps.push({ op: op!.toUpperCase(), args: args! });
-    }
-  }
-  return stages;
-}
-
-/** COPY's flags, sources and destination. */
-function copyOf(args: string): { from?: string; sources: string[]; dest: string } {
-  const words = args.split(/\s+/);
-  const flags = words.filter((w) => w.startsWith('--'));
-  const paths = words.filter((w) => !w.startsWith('--'));
-  const from = flags.find((f) => f.startsWith('--from='))?.slice('--from='.length);
-  return { ...(from ? { from } : {}), sources: paths.slice(0, -1), dest: paths.at(-1)! };
-}
-
 describe('Dockerfile', () => {
   const stages = dockerfileStages(read('Dockerfile'));
   const runtime = stages.at(-1)!;
-  const steps = (stage: Stage, op: string) => stage.steps.filter((s) => s.op === op);
 
   it('is multi-stage: the build stage compiles, the runtime stage is the last and holds only the compiled output, migrations, web client and production dependencies', () => {
     expect(stages.length).toBeGreaterThanOrEqual(2);
