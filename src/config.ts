@@ -163,7 +163,16 @@ function redisUrlVar(env: Env): string | undefined {
   return raw;
 }
 
-function loadMasterKey(env: Env, dataDir: string, production: boolean): Pick<Config, 'masterKey' | 'masterKeySource'> {
+export interface LoadOptions {
+  /**
+   * Without ENCRYPTION_MASTER_KEY outside production: `create` makes a development key in the
+   * data dir when there is none (the server, `migrate`); `existing` only reads one, so a command
+   * run from another directory never invents a key and misreads the data under it.
+   */
+  devKey?: 'create' | 'existing';
+}
+
+function loadMasterKey(env: Env, dataDir: string, production: boolean, devKey: LoadOptions['devKey']): Pick<Config, 'masterKey' | 'masterKeySource'> {
   const raw = env.ENCRYPTION_MASTER_KEY;
   if (raw !== undefined && raw.trim() !== '') {
     return { masterKey: parseKey('ENCRYPTION_MASTER_KEY', raw), masterKeySource: 'env' };
@@ -174,6 +183,9 @@ function loadMasterKey(env: Env, dataDir: string, production: boolean): Pick<Con
   const file = join(dataDir, 'master.key');
   if (existsSync(file)) {
     return { masterKey: parseKey(`ENCRYPTION_MASTER_KEY (from ${file})`, readFileSync(file, 'utf8')), masterKeySource: 'dev-file' };
+  }
+  if (devKey === 'existing') {
+    throw new ConfigError('ENCRYPTION_MASTER_KEY', `is unset and there is no development key at ${file} (set it, or SOTALK_DATA_DIR)`);
   }
   mkdirSync(dataDir, { recursive: true });
   const key = randomBytes(32);
@@ -188,7 +200,7 @@ function loadMasterKey(env: Env, dataDir: string, production: boolean): Pick<Con
   return { masterKey: key, masterKeySource: 'dev-file-created' };
 }
 
-export function loadConfig(env: Env = process.env): Config {
+export function loadConfig(env: Env = process.env, options: LoadOptions = {}): Config {
   const production = env.NODE_ENV === 'production';
   const dataDir = resolve(env.SOTALK_DATA_DIR?.trim() || './.sotalk');
   const maxMessageBytes = intVar(env, 'MAX_MESSAGE_BYTES', 65536, 1, 16 * 1024 * 1024);
@@ -222,7 +234,7 @@ export function loadConfig(env: Env = process.env): Config {
     host: hostVar(env),
     databaseUrl,
     redisUrl: redisUrlVar(env),
-    ...loadMasterKey(env, dataDir, production),
+    ...loadMasterKey(env, dataDir, production, options.devKey ?? 'create'),
     oldMasterKeys: oldKeys,
     authTokenSecret: secret ? Buffer.from(secret) : undefined,
     authTokenTtlS: intVar(env, 'AUTH_TOKEN_TTL_S', 86400, 1, 365 * 86400),

@@ -92,10 +92,10 @@ export async function startServer(config: Config, deps: ServerDeps = {}): Promis
 
   const keyring = new MasterKeyring(config.masterKey, config.oldMasterKeys);
   const fingerprints = { active: keyring.active.fingerprint, all: keyring.fingerprints() };
+  // Registered only once the port is bound (below): an instance that failed to start is none.
   const heartbeat = new InstanceHeartbeat(db.pool, randomUUID(), fingerprints, (err) =>
-    logger.debug({ err: { message: (err as Error).message } }, 'instance heartbeat failed'),
+    logger.warn({ err: { message: (err as Error).message } }, 'instance heartbeat failed'),
   );
-  await heartbeat.beat();
   const cipher = new MessageCipher({
     keyring,
     poolSize: config.cryptoPoolSize,
@@ -257,6 +257,7 @@ export async function startServer(config: Config, deps: ServerDeps = {}): Promis
     );
   });
   const port = uWS.us_socket_local_port(listenSocket);
+  await heartbeat.start();
   logger.info(
     {
       url: `http://${['0.0.0.0', '::'].includes(config.host) ? 'localhost' : config.host.includes(':') ? `[${config.host}]` : config.host}:${port}/`,

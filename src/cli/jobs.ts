@@ -2,7 +2,7 @@ import type { Config } from '../config.js';
 import type { Invocation } from './main.js';
 import { MessageCipher } from '../cipher/message-cipher.js';
 import { describeDatabase, openDatabase, untilReachable, type Database } from '../db/database.js';
-import { liveInstances, type InstanceRow } from '../db/instances.js';
+import { INSTANCE_STALE_S, liveInstances, type InstanceRow } from '../db/instances.js';
 import { migrateDown, migrateUp, migrationStatus } from '../db/migrations.js';
 import { keyFingerprint } from '../crypto/kdf.js';
 import { UUID_PATTERN } from '../http/validation.js';
@@ -16,7 +16,7 @@ import { KeyJobs, type Progress, type ReencryptReport } from '../services/key-jo
 /** Progress on stderr, at most once a second: done / total, rate and time left. */
 export function progressPrinter(label: string, stream: NodeJS.WritableStream = process.stderr): Progress {
   const started = performance.now();
-  let last = 0;
+  let last = started; // the first line after a second; `finish` always prints
   const line = (done: number, total: number) => {
     const seconds = (performance.now() - started) / 1000;
     const rate = seconds > 0 ? done / seconds : 0;
@@ -92,7 +92,7 @@ function printReport(report: ReencryptReport): number {
   return report.failed.length ? 1 : 0;
 }
 
-function uuidArgument(value: string | undefined, what: string): string {
+export function uuidArgument(value: string | undefined, what: string): string {
   if (!value || !UUID_PATTERN.test(value)) throw new UsageError(`${what} must be a UUID`);
   return value.toLowerCase();
 }
@@ -105,9 +105,13 @@ async function liveInstancesIfTracked(db: Database): Promise<InstanceRow[]> {
   return rows[0]?.t ? liveInstances(db.pool) : [];
 }
 
+export function checkMigrateAction(action: string | undefined): void {
+  if (!['up', 'down', 'status'].includes(action ?? '')) throw new UsageError(`unknown action "${action}" (up, down or status)`);
+}
+
 export async function migrateCommand({ config, positionals, values }: Invocation): Promise<number> {
   const action = positionals[0];
-  if (!['up', 'down', 'status'].includes(action ?? '')) throw new UsageError(`unknown action "${action}" (up, down or status)`);
+  checkMigrateAction(action);
   return withDatabase(config, async (db) => {
     if (action === 'up') {
       const applied = await migrateUp(db.pool);
@@ -170,11 +174,41 @@ export async function verifyCommand({ config }: Invocation): Promise<number> {
       (id) => process.stdout.write(`search index mismatch: ${id}\n`),
     );
     process.stdout.write(`checked ${report.checked} messages, ${report.failed.length} failed, ${report.indexMismatches.length} search index mismatches\n`);
+    const active = keyFingerprint(config.masterKey);
     for (const f of report.fingerprints) {
-      process.stdout.write(`master key ${f.fingerprint}: ${f.needed ? 'needed' : 'not needed'}${f.held ? '' : ' (not held by this process)'}\n`);
+      const role = !f.held ? 'not held by this process' : f.fingerprint === active ? 'active' : 'old';
+      process.stdout.write(`master key ${f.fingerprint}: ${f.needed ? 'needed' : 'not needed'} (${role})\n`);
     }
     return report.failed.length || report.indexMismatches.length ? 1 : 0;
   });
+}
+
+/** The live instances and the keys they hold, against this environment's active key. */
+export async function instancesCommand({ config }: Invocation): Promise<number> {
+  printKeys(config);
+  const active = keyFingerprint(config.masterKey);
+  const live = await withDatabase(config, liveInstancesIfTracked);
+  if (live.length === 0) {
+    process.stdout.write(`no live instances (none seen within ${INSTANCE_STALE_S} s)\n`);
+    return 0;
+  }
+  const table = [
+    ['host', 'pid', 'started', 'seen', 'active key', 'old keys'],
+    ...live.map((i) => [
+      i.host,
+      String(i.pid),
+      i.started_at.toISOString(),
+      `${Math.max(0, Math.round(i.seen_s_ago))} s ago`,
+      i.active_fingerprint,
+      i.key_fingerprints.filter((f) => f !== i.active_fingerprint).join(',') || '-',
+    ]),
+  ];
+  const widths = table[0]!.map((_, c) => Math.max(...table.map((row) => row[c]!.length)));
+  for (const row of table) process.stdout.write(row.map((cell, c) => cell.padEnd(widths[c]!)).join('  ').trimEnd() + '\n');
+  const holding = live.filter((i) => i.key_fingerprints.includes(active)).length;
+  const using = live.filter((i) => i.active_fingerprint === active).length;
+  process.stdout.write(`active key ${active}: held by ${holding} of ${live.length} live instance(s), active on ${using}\n`);
+  return 0;
 }
 
 export async function reindexCommand({ config, values }: Invocation): Promise<number> {

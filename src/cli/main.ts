@@ -3,27 +3,32 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { ConfigError, loadConfig, requireDatabaseUrlInProduction, type Config } from '../config.js';
 import { keyFingerprint } from '../crypto/kdf.js';
 import { describeDatabase } from '../db/database.js';
+import { ApiError } from '../errors.js';
 import { createLogger, logFormat } from '../log.js';
 import { startServer } from '../main.js';
 import { supervise } from './supervisor.js';
 import {
   CommandError,
+  checkMigrateAction,
   exportCommand,
+  instancesCommand,
   migrateCommand,
   reindexCommand,
   rotateConversationCommand,
   rotateMasterCommand,
   UsageError,
+  uuidArgument,
   verifyCommand,
 } from './jobs.js';
 
 type Options = NonNullable<ParseArgsConfig['options']>;
+type Values = Record<string, string | boolean | undefined>;
 
 export interface Invocation {
   /** Loaded for every command but keygen (which needs no configuration). */
   config: Config;
   positionals: string[];
-  values: Record<string, string | boolean | undefined>;
+  values: Values;
 }
 
 interface Command {
@@ -35,6 +40,10 @@ interface Command {
   positionals: [min: number, max: number];
   /** Opens the database: says which, and refuses the embedded one in production. */
   database: boolean;
+  /** Checks what the flag parser cannot (a UUID, an action) before anything is opened: throws UsageError. */
+  check?(positionals: string[], values: Values): void;
+  /** Without ENCRYPTION_MASTER_KEY it may create a development key; the others only read one. */
+  createsDevKey?: boolean;
   run(inv: Invocation): Promise<number>;
 }
 
@@ -45,6 +54,7 @@ const COMMANDS: Record<string, Command> = {
     details: 'Configuration comes from the environment (README: Configuration). SIGTERM or SIGINT drains and stops it.',
     positionals: [0, 0],
     database: true,
+    createsDevKey: true,
     run: serve,
   },
   keygen: {
@@ -80,6 +90,8 @@ const COMMANDS: Record<string, Command> = {
     options: { yes: { type: 'boolean' } },
     positionals: [1, 1],
     database: true,
+    check: ([action]) => checkMigrateAction(action),
+    createsDevKey: true,
     run: migrateCommand,
   },
   'rotate-conversation': {
@@ -88,7 +100,18 @@ const COMMANDS: Record<string, Command> = {
     options: { reencrypt: { type: 'boolean' } },
     positionals: [1, 1],
     database: true,
+    check: ([id]) => uuidArgument(id, 'conversation_id'),
     run: rotateConversationCommand,
+  },
+  instances: {
+    usage: 'sotalk instances',
+    summary: 'list the live server instances and the master keys each holds',
+    details:
+      'Each instance refreshes its row every few seconds; one not seen for 30 s is gone. The summary compares\n' +
+      'them with this environment\'s active key: confirm each phase of a master-key rotation (docs/operations.md).',
+    positionals: [0, 0],
+    database: true,
+    run: instancesCommand,
   },
   'rotate-master': {
     usage: 'sotalk rotate-master [--force]',
@@ -114,6 +137,7 @@ const COMMANDS: Record<string, Command> = {
     details: 'Progress on stderr; exit 1 when a message could not be decrypted (it is exported with integrity_error: true).',
     positionals: [1, 1],
     database: true,
+    check: ([id]) => uuidArgument(id, 'conversation_id'),
     run: exportCommand,
   },
   reindex: {
@@ -122,6 +146,7 @@ const COMMANDS: Record<string, Command> = {
     options: { conversation: { type: 'string' }, all: { type: 'boolean' } },
     positionals: [0, 0],
     database: true,
+    check: (_, { conversation }) => conversation === undefined || uuidArgument(conversation as string, '--conversation'),
     run: reindexCommand,
   },
 };
@@ -132,6 +157,12 @@ const USAGE =
     .map(([name, c]) => `  ${name.padEnd(20)} ${c.summary}\n`)
     .join('') +
   '\n`sotalk <command> --help` describes one command.\n';
+
+/** `--help` or `-h` anywhere before `--`: the help wins over everything else on the line. */
+function asksForHelp(args: string[]): boolean {
+  const end = args.indexOf('--');
+  return (end < 0 ? args : args.slice(0, end)).some((a) => a === '--help' || a === '-h');
+}
 
 function commandHelp(c: Command): string {
   const options = Object.entries(c.options ?? {}).map(([name, o]) => `--${name}${o.type === 'string' ? ' <value>' : ''}`);
@@ -210,32 +241,33 @@ async function main(argv: string[]): Promise<number> {
   const command = COMMANDS[name];
   if (!command) usageError('', undefined, `unknown command "${name}"`);
 
-  let parsed: { values: Record<string, string | boolean | undefined>; positionals: string[] };
-  try {
-    parsed = parseArgs({ args: rest, options: { ...command.options, help: { type: 'boolean', short: 'h' } }, strict: true, allowPositionals: true });
-  } catch (err) {
-    usageError(name, command, (err as Error).message.split('\n')[0]!.replace(/\. To specify a positional argument.*$/, ''));
-  }
-  if (parsed.values.help) {
+  if (asksForHelp(rest)) {
     process.stdout.write(commandHelp(command));
     return 0;
+  }
+  let parsed: { values: Values; positionals: string[] };
+  try {
+    parsed = parseArgs({ args: rest, options: command.options ?? {}, strict: true, allowPositionals: true }) as typeof parsed;
+  } catch (err) {
+    usageError(name, command, (err as Error).message.split('\n')[0]!.replace(/\. To specify a positional argument.*$/, ''));
   }
   const [min, max] = command.positionals;
   if (parsed.positionals.length < min) usageError(name, command, 'missing argument');
   if (parsed.positionals.length > max) usageError(name, command, `unexpected argument "${parsed.positionals[max]}"`);
-
-  if (name === 'keygen') return command.run({ config: undefined as unknown as Config, positionals: parsed.positionals, values: parsed.values });
-  const config = loadConfig();
-  if (command.database) {
-    requireDatabaseUrlInProduction(config);
-    process.stderr.write(`database: ${describeDatabase(config)}\n`);
-  }
   try {
-    return await command.run({ config, positionals: parsed.positionals, values: parsed.values });
+    command.check?.(parsed.positionals, parsed.values);
   } catch (err) {
     if (err instanceof UsageError) usageError(name, command, err.message);
     throw err;
   }
+
+  if (name === 'keygen') return command.run({ config: undefined as unknown as Config, positionals: parsed.positionals, values: parsed.values });
+  const config = loadConfig(process.env, { devKey: command.createsDevKey ? 'create' : 'existing' });
+  if (command.database) {
+    requireDatabaseUrlInProduction(config);
+    process.stderr.write(`database: ${describeDatabase(config)}\n`);
+  }
+  return command.run({ config, positionals: parsed.positionals, values: parsed.values });
 }
 
 try {
@@ -244,7 +276,8 @@ try {
   // Every failure is one line; the stack only at LOG_LEVEL=debug or trace.
   const message = err instanceof ConfigError ? `configuration error: ${err.message}` : ((err as Error)?.message ?? String(err)).split('\n')[0];
   process.stderr.write(`sotalk: ${message}\n`);
-  if (!(err instanceof ConfigError) && !(err instanceof CommandError) && /^(debug|trace)$/i.test(process.env.LOG_LEVEL ?? '')) {
+  const expected = err instanceof ConfigError || err instanceof CommandError || err instanceof ApiError;
+  if (!expected && /^(debug|trace)$/i.test(process.env.LOG_LEVEL ?? '')) {
     process.stderr.write(`${(err as Error)?.stack ?? ''}\n`);
   }
   process.exit(1);

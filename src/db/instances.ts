@@ -11,6 +11,8 @@ export interface InstanceRow {
   pid: number;
   started_at: Date;
   last_seen: Date;
+  /** Seconds since last_seen, by the database's clock (the instances' clocks may differ). */
+  seen_s_ago: number;
   active_fingerprint: string;
   key_fingerprints: string[];
 }
@@ -18,7 +20,8 @@ export interface InstanceRow {
 /** Instances that refreshed their row within INSTANCE_STALE_S seconds. */
 export async function liveInstances(pool: pg.Pool): Promise<InstanceRow[]> {
   const { rows } = await pool.query<InstanceRow>(
-    `SELECT id, host, pid, started_at, last_seen, active_fingerprint, key_fingerprints FROM instances
+    `SELECT id, host, pid, started_at, last_seen, extract(epoch FROM now() - last_seen)::float8 AS seen_s_ago,
+            active_fingerprint, key_fingerprints FROM instances
       WHERE last_seen > now() - make_interval(secs => $1) ORDER BY started_at`,
     [INSTANCE_STALE_S],
   );
@@ -26,23 +29,31 @@ export async function liveInstances(pool: pg.Pool): Promise<InstanceRow[]> {
 }
 
 /**
- * This process's row in `instances`: written at start, refreshed every HEARTBEAT_MS, deleted on
- * close. Rows of instances gone for an hour are removed on the way. A failed refresh is retried
- * at the next beat (the server keeps serving).
+ * This process's row in `instances`: written once the server listens (`start`), refreshed every
+ * HEARTBEAT_MS, deleted on close. Rows of instances gone for an hour are removed on the way. A
+ * failed write is retried at the next beat (the server keeps serving).
  */
 export class InstanceHeartbeat {
   readonly #pool: pg.Pool;
   readonly #id: string;
   readonly #keys: { active: string; all: string[] };
-  readonly #timer: NodeJS.Timeout;
+  readonly #onError: (err: unknown) => void;
+  #timer: NodeJS.Timeout | undefined;
   #beat: Promise<void> = Promise.resolve();
 
   constructor(pool: pg.Pool, id: string, keys: { active: string; all: string[] }, onError: (err: unknown) => void) {
     this.#pool = pool;
     this.#id = id;
     this.#keys = keys;
+    this.#onError = onError;
+  }
+
+  /** The first row, then a refresh every HEARTBEAT_MS. */
+  async start(): Promise<void> {
+    this.#beat = this.beat().catch(this.#onError);
+    await this.#beat;
     this.#timer = setInterval(() => {
-      this.#beat = this.beat().catch(onError);
+      this.#beat = this.beat().catch(this.#onError);
     }, HEARTBEAT_MS);
     this.#timer.unref();
   }
@@ -59,7 +70,7 @@ export class InstanceHeartbeat {
 
   async close(): Promise<void> {
     clearInterval(this.#timer);
-    await this.#beat.catch(() => {});
+    await this.#beat;
     await this.#pool.query('DELETE FROM instances WHERE id = $1', [this.#id]);
   }
 }

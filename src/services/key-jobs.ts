@@ -16,6 +16,7 @@ import { withClient, withTransaction } from '../db/transaction.js';
 import type { KeyRef } from '../keys/conversation-keys.js';
 import type { KeyVersions } from '../keys/key-versions.js';
 import type { MasterKeyring } from '../keys/keyring.js';
+import { ApiError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { AuditLog } from './audit-log.js';
 import { ReceiptView, toMessage, type Message } from './message-view.js';
@@ -178,7 +179,7 @@ export class KeyJobs {
   /** Creates a new key version for a conversation; with `reencrypt`, moves every message to it. */
   async rotateConversation(conversationId: string, reencrypt: boolean, progress: Progress): Promise<{ version: number; report?: ReencryptReport }> {
     const version = await rotateConversationKey(this.#o.pool, conversationId, this.#o.keyring.active.fingerprint, this.#o.keys.nowUnixSeconds(), 'explicit');
-    if (version === undefined) throw new Error(`conversation ${conversationId} not found`);
+    if (version === undefined) throw new ApiError('not_found', `conversation ${conversationId} not found`);
     if (!reencrypt) return { version };
     const report = await this.#reencrypt('m.conversation_id = $1 AND e.key_version <> $2', [conversationId, version], progress);
     return { version, report };
@@ -237,6 +238,9 @@ export class KeyJobs {
   async reindex(conversationId: string | undefined, all: boolean, progress: Progress): Promise<{ total: number; indexed: number; failed: string[] }> {
     const search = this.#o.search;
     if (!search) throw new Error('search is disabled (SEARCH_ENABLED=false)');
+    if (conversationId && (await this.#o.pool.query('SELECT 1 FROM conversations WHERE id = $1', [conversationId])).rowCount === 0) {
+      throw new ApiError('not_found', `conversation ${conversationId} not found`);
+    }
     const from = `${STREAM_FROM} LEFT JOIN message_search_index s ON s.message_id = m.id`;
     const conditions = ['m.deleted_at IS NULL'];
     const params: unknown[] = [];
@@ -291,7 +295,7 @@ export class KeyJobs {
       'SELECT (SELECT count(*) FROM messages WHERE conversation_id = $1)::int AS n FROM conversations WHERE id = $1',
       [conversationId],
     );
-    if (exists.rowCount === 0) throw new Error(`conversation ${conversationId} not found`);
+    if (exists.rowCount === 0) throw new ApiError('not_found', `conversation ${conversationId} not found`);
     const total = exists.rows[0]!.n;
     const receipts = new ReceiptView(await listMembers(this.#o.pool, [conversationId]));
     let count = 0;
