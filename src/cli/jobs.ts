@@ -1,11 +1,11 @@
 import type { Config } from '../config.js';
 import type { Invocation } from './main.js';
+import { checkMigrateAction, CommandError, uuidArgument } from './arguments.js';
 import { MessageCipher } from '../cipher/message-cipher.js';
 import { describeDatabase, openDatabase, untilReachable, type Database } from '../db/database.js';
 import { INSTANCE_STALE_S, liveInstances, type InstanceRow } from '../db/instances.js';
 import { migrateDown, migrateUp, migrationStatus } from '../db/migrations.js';
 import { keyFingerprint } from '../crypto/kdf.js';
-import { UUID_PATTERN } from '../http/validation.js';
 import { KeyVersions } from '../keys/key-versions.js';
 import { MasterKeyring } from '../keys/keyring.js';
 import { SearchKeys } from '../keys/search-keys.js';
@@ -36,12 +36,6 @@ export function progressPrinter(label: string, stream: NodeJS.WritableStream = p
     },
   };
 }
-
-/** An expected failure of a command (unknown conversation, refused precondition): one line, exit 1. */
-export class CommandError extends Error {}
-
-/** A malformed argument the flag parser cannot see (a UUID that is not one): exit 2 with the usage. */
-export class UsageError extends Error {}
 
 const quiet = createLogger('silent');
 
@@ -92,21 +86,12 @@ function printReport(report: ReencryptReport): number {
   return report.failed.length ? 1 : 0;
 }
 
-export function uuidArgument(value: string | undefined, what: string): string {
-  if (!value || !UUID_PATTERN.test(value)) throw new UsageError(`${what} must be a UUID`);
-  return value.toLowerCase();
-}
-
 const describeInstance = (i: InstanceRow) => `${i.host} pid ${i.pid} (active key ${i.active_fingerprint})`;
 
 /** Live instances, or none when the table does not exist yet (a database migrated below it). */
 async function liveInstancesIfTracked(db: Database): Promise<InstanceRow[]> {
   const { rows } = await db.pool.query<{ t: string | null }>("SELECT to_regclass('instances')::text AS t");
   return rows[0]?.t ? liveInstances(db.pool) : [];
-}
-
-export function checkMigrateAction(action: string | undefined): void {
-  if (!['up', 'down', 'status'].includes(action ?? '')) throw new UsageError(`unknown action "${action}" (up, down or status)`);
 }
 
 export async function migrateCommand({ config, positionals, values }: Invocation): Promise<number> {

@@ -2,24 +2,11 @@ import { randomBytes } from 'node:crypto';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { ConfigError, loadConfig, requireDatabaseUrlInProduction, type Config } from '../config.js';
 import { keyFingerprint } from '../crypto/kdf.js';
-import { describeDatabase } from '../db/database.js';
 import { ApiError } from '../errors.js';
-import { createLogger, logFormat } from '../log.js';
-import { startServer } from '../main.js';
-import { supervise } from './supervisor.js';
-import {
-  CommandError,
-  checkMigrateAction,
-  exportCommand,
-  instancesCommand,
-  migrateCommand,
-  reindexCommand,
-  rotateConversationCommand,
-  rotateMasterCommand,
-  UsageError,
-  uuidArgument,
-  verifyCommand,
-} from './jobs.js';
+import { checkMigrateAction, CommandError, UsageError, uuidArgument } from './arguments.js';
+
+// The server and the jobs load only when a command runs: help and usage errors answer at once.
+const jobs = () => import('./jobs.js');
 
 type Options = NonNullable<ParseArgsConfig['options']>;
 type Values = Record<string, string | boolean | undefined>;
@@ -55,7 +42,7 @@ const COMMANDS: Record<string, Command> = {
     positionals: [0, 0],
     database: true,
     createsDevKey: true,
-    run: serve,
+    run: async (inv) => (await import('./serve.js')).serve(inv),
   },
   keygen: {
     usage: 'sotalk keygen',
@@ -92,7 +79,7 @@ const COMMANDS: Record<string, Command> = {
     database: true,
     check: ([action]) => checkMigrateAction(action),
     createsDevKey: true,
-    run: migrateCommand,
+    run: async (inv) => (await jobs()).migrateCommand(inv),
   },
   'rotate-conversation': {
     usage: 'sotalk rotate-conversation <conversation_id> [--reencrypt]',
@@ -101,7 +88,7 @@ const COMMANDS: Record<string, Command> = {
     positionals: [1, 1],
     database: true,
     check: ([id]) => uuidArgument(id, 'conversation_id'),
-    run: rotateConversationCommand,
+    run: async (inv) => (await jobs()).rotateConversationCommand(inv),
   },
   instances: {
     usage: 'sotalk instances',
@@ -111,7 +98,7 @@ const COMMANDS: Record<string, Command> = {
       'them with this environment\'s active key: confirm each phase of a master-key rotation (docs/operations.md).',
     positionals: [0, 0],
     database: true,
-    run: instancesCommand,
+    run: async (inv) => (await jobs()).instancesCommand(inv),
   },
   'rotate-master': {
     usage: 'sotalk rotate-master [--force]',
@@ -122,14 +109,14 @@ const COMMANDS: Record<string, Command> = {
     options: { force: { type: 'boolean' } },
     positionals: [0, 0],
     database: true,
-    run: rotateMasterCommand,
+    run: async (inv) => (await jobs()).rotateMasterCommand(inv),
   },
   verify: {
     usage: 'sotalk verify',
     summary: 'decrypt every message; list failures and the master keys still needed',
     positionals: [0, 0],
     database: true,
-    run: verifyCommand,
+    run: async (inv) => (await jobs()).verifyCommand(inv),
   },
   export: {
     usage: 'sotalk export <conversation_id>',
@@ -138,7 +125,7 @@ const COMMANDS: Record<string, Command> = {
     positionals: [1, 1],
     database: true,
     check: ([id]) => uuidArgument(id, 'conversation_id'),
-    run: exportCommand,
+    run: async (inv) => (await jobs()).exportCommand(inv),
   },
   reindex: {
     usage: 'sotalk reindex [--conversation <id>] [--all]',
@@ -147,7 +134,7 @@ const COMMANDS: Record<string, Command> = {
     positionals: [0, 0],
     database: true,
     check: (_, { conversation }) => conversation === undefined || uuidArgument(conversation as string, '--conversation'),
-    run: reindexCommand,
+    run: async (inv) => (await jobs()).reindexCommand(inv),
   },
 };
 
@@ -173,53 +160,6 @@ function commandHelp(c: Command): string {
 function usageError(name: string, c: Command | undefined, message: string): never {
   process.stderr.write(`sotalk${c ? ` ${name}` : ''}: ${message}\n${c ? `usage: ${c.usage}` : USAGE.trimEnd()}\n`);
   process.exit(2);
-}
-
-async function serve({ config }: Invocation): Promise<number> {
-  const logger = createLogger(config.logLevel, { format: logFormat(config.logFormat, config.production) });
-  if (config.processes > 1 && config.processIndex === undefined) return supervise(config, logger);
-  let stopping = false;
-  let exitCode = 0;
-  let server: Awaited<ReturnType<typeof startServer>> | undefined = undefined; // set once started
-  const stop = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    logger.info({ signal }, 'shutting down');
-    // Still starting (waiting for the database, migrating, binding): nothing was accepted yet, and a
-    // migration is one transaction, so stopping at once loses nothing.
-    if (!server) process.exit(exitCode);
-    const force = setTimeout(() => {
-      logger.error('shutdown took too long; exiting');
-      process.exit(1);
-    }, 15_000);
-    force.unref();
-    server.close().then(
-      () => process.exit(exitCode),
-      (err: unknown) => {
-        logger.error({ err: { message: (err as Error).message } }, 'shutdown failed');
-        process.exit(1);
-      },
-    );
-  };
-  // Handlers before anything else: a signal that arrives while the server starts (or just after it
-  // logged "listening") is a clean stop, never the default action that kills the process outright.
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
-  // A process of SOTALK_PROCESSES stops with its supervisor, even one killed with SIGKILL: no
-  // orphan keeps serving (and holding the port) with nobody to stop or restart it.
-  if (config.processIndex !== undefined && process.connected) process.on('disconnect', () => stop('supervisor gone'));
-  // An unexpected error leaves the process in an unknown state: say so (/readyz 503, so the load
-  // balancer stops sending), finish what was accepted, and exit non-zero for the supervisor.
-  const fault = (what: string, err: unknown) => {
-    logger.error({ err: { message: (err as Error)?.message, stack: (err as Error)?.stack } }, what);
-    server?.markFaulted();
-    exitCode = 1;
-    stop(what);
-  };
-  process.on('uncaughtException', (err) => fault('uncaught exception', err));
-  process.on('unhandledRejection', (err) => fault('unhandled rejection', err));
-  server = await startServer(config, { logger });
-  return new Promise<number>(() => {}); // runs until a signal
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -265,6 +205,7 @@ async function main(argv: string[]): Promise<number> {
   const config = loadConfig(process.env, { devKey: command.createsDevKey ? 'create' : 'existing' });
   if (command.database) {
     requireDatabaseUrlInProduction(config);
+    const { describeDatabase } = await import('../db/database.js');
     process.stderr.write(`database: ${describeDatabase(config)}\n`);
   }
   return command.run({ config, positionals: parsed.positionals, values: parsed.values });
