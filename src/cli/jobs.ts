@@ -16,7 +16,7 @@ import { KeyJobs, type Progress, type ReencryptReport } from '../services/key-jo
 /** Progress on stderr, at most once a second: done / total, rate and time left. */
 export function progressPrinter(label: string, stream: NodeJS.WritableStream = process.stderr): Progress {
   const started = performance.now();
-  let last = started; // the first line after a second; `finish` always prints
+  let last = 0;
   const line = (done: number, total: number) => {
     const seconds = (performance.now() - started) / 1000;
     const rate = seconds > 0 ? done / seconds : 0;
