@@ -84,7 +84,7 @@ describe('which database, which keys', () => {
     const embedded = await sotalk(['migrate', 'status'], { DATABASE_URL: '', ENCRYPTION_MASTER_KEY: KEY_A, SOTALK_DATA_DIR: dataDir });
     expect(embedded.code, embedded.stderr).toBe(0);
     expect(embedded.stderr).toContain(`database: embedded at ${join(dataDir, 'pgdata')}`);
-  });
+  }, 120_000); // a fresh embedded database is initialised first: tens of seconds on a loaded machine
 
   it('fingerprint prints the active and old keys; keygen prints the new key\'s fingerprint on stderr', async () => {
     const r = await sotalk(['fingerprint'], { ...env, ENCRYPTION_OLD_MASTER_KEYS: KEY_B });
