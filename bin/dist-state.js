@@ -52,8 +52,8 @@ function devDependency(name) {
  * waited for another one's build does not build a second time. Returns the exit code.
  */
 async function build(onlyIfStale) {
-  const { default: lockfile } = await import(pathToFileURL(devDependency('proper-lockfile')).href);
   const tsc = devDependency('typescript/bin/tsc');
+  const { default: lockfile } = await import(pathToFileURL(devDependency('proper-lockfile')).href);
   mkdirSync(DIST, { recursive: true });
   let release;
   const deadline = Date.now() + LOCK_WAIT_MS;

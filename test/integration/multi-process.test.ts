@@ -5,7 +5,7 @@ import { execFileSync } from 'node:child_process';
 import http from 'node:http';
 import net from 'node:net';
 import { availableParallelism } from 'node:os';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -177,6 +177,25 @@ describe('SOTALK_PROCESSES=2', () => {
     expect(await supervisor.exited, supervisor.lines.join('\n')).toEqual({ code: 0, signal: null });
     for (const pid of children) expect(alive(pid), `process ${pid}`).toBe(false);
     await until('the port is free', async () => !(await listening(port)));
+  }, 60_000);
+
+  it('a process that dies is restarted under the same number; the other serves the port meanwhile', async () => {
+    const { supervisor, port, started, children } = await supervised(2);
+    // its number, as the supervisor gave it (Linux: the process's environment)
+    const index = Number(/(?:^|\0)SOTALK_PROCESS_INDEX=(\d+)\0/.exec(readFileSync(`/proc/${children[0]}/environ`, 'utf8'))![1]);
+    process.kill(children[0]!, 'SIGKILL');
+    await until('the process is gone', () => !alive(children[0]!));
+    // until it is back, the other one takes every connection
+    for (let i = 0; i < 10 && started.length === 2; i++) expect((await freshRequest(port, 'GET', '/healthz')).status).toBe(200);
+    await until('the process is restarted', () => started.length === 3);
+    expect(supervisor.lines.some((l) => /"msg":"server process exited; restarting it"/.test(l))).toBe(true);
+    expect(started[2]!.process).toBe(index);
+    const now = childPids(supervisor.child.pid!);
+    expect(now).toHaveLength(2);
+    expect(now).not.toContain(children[0]);
+    expect(now).toContain(children[1]);
+    expect((await freshRequest(port, 'GET', '/healthz')).status).toBe(200);
+    await scrapeEach(port, 2);
   }, 60_000);
 
   it('the supervisor killed with SIGKILL: its processes stop by themselves, no orphan keeps the port', async () => {
