@@ -17,6 +17,8 @@ export interface ThrowawayRedis {
   kill(): Promise<void>;
   /** Starts the server again on the same port after kill(). */
   start(): Promise<void>;
+  /** The process is up (not killed or stopped). */
+  running(): boolean;
   /**
    * CLIENT PAUSE <ms> <mode>: Redis holds clients' commands for `ms` (WRITE: only writes and PUBLISH,
    * so unpause() still gets through; ALL: every command).
@@ -196,6 +198,7 @@ export async function startRedis(options: { bin?: string; startTimeoutMs?: numbe
     port,
     kill,
     start,
+    running: () => child !== undefined && child.exitCode === null && child.signalCode === null,
     async pause(ms: number, mode: 'WRITE' | 'ALL' = 'ALL') {
       const reply = await rawCommand(port, `CLIENT PAUSE ${Math.max(0, Math.round(ms))} ${mode}`);
       if (reply !== '+OK') throw new Error(`CLIENT PAUSE failed: ${reply}`);
@@ -226,9 +229,9 @@ export async function startRedis(options: { bin?: string; startTimeoutMs?: numbe
 export interface ThrowawayRedisCluster {
   /** `redis+cluster://127.0.0.1:<port>,…` for REDIS_URL. */
   url: string;
-  /** The masters; restart() or kill() + start() one to take a shard down and bring it back. */
+  /** Every node (masters and replicas); kill() one to take it down, start() to bring it back (it rejoins). */
   nodes: ThrowawayRedis[];
-  /** CLUSTER INFO's cluster_state as seen by every running node ('ok' only when all agree). */
+  /** CLUSTER INFO's cluster_state as seen by the nodes that answer ('ok' only when they all agree). */
   state(): Promise<string>;
   /** The master serving `key`'s hash slot (a channel name with a {tag} hashes by its tag). */
   ownerOf(key: string): Promise<ThrowawayRedis>;
@@ -241,25 +244,31 @@ const run = (bin: string, args: string[]) =>
   );
 
 /**
- * A throwaway Redis Cluster of `masters` redis-server processes (no replicas), made with
- * `redis-cli --cluster create`; resolves once every node reports cluster_state:ok. A node is
- * declared failed 1 s after it stops answering (cluster-node-timeout), and rejoins on restart.
+ * A throwaway Redis Cluster of `masters` redis-server processes, each with `replicas` replicas
+ * (default none), made with `redis-cli --cluster create`; resolves once every node reports
+ * cluster_state:ok. A node is declared failed 1 s after it stops answering (cluster-node-timeout),
+ * then a replica of a failed master takes over; a restarted node rejoins.
  */
-export async function startRedisCluster(options: { masters?: number; cli?: string } = {}): Promise<ThrowawayRedisCluster> {
+export async function startRedisCluster(options: { masters?: number; replicas?: number; cli?: string } = {}): Promise<ThrowawayRedisCluster> {
   const cli = options.cli ?? 'redis-cli';
-  const args = ['--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf', '--cluster-node-timeout', '1000'];
-  const nodes = await Promise.all(Array.from({ length: options.masters ?? 3 }, () => startRedis({ args })));
+  const replicas = options.replicas ?? 0;
+  const args = ['--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf', '--cluster-node-timeout', '1000', '--cluster-replica-validity-factor', '0', '--repl-diskless-sync-delay', '0'];
+  const nodes = await Promise.all(Array.from({ length: (options.masters ?? 3) * (1 + replicas) }, () => startRedis({ args })));
   const state = async () => {
     const states = await Promise.all(
       nodes.map((n) => run(cli, ['-p', String(n.port), 'cluster', 'info']).then((info) => /cluster_state:(\w+)/.exec(info)?.[1] ?? 'unknown', () => 'down')),
     );
-    return states.every((s) => s === 'ok') ? 'ok' : states.find((s) => s !== 'ok' && s !== 'down') ?? 'down';
+    const up = states.filter((s) => s !== 'down');
+    return up.length > 0 && up.every((s) => s === 'ok') ? 'ok' : (up.find((s) => s !== 'ok') ?? 'down');
   };
   try {
-    await run(cli, ['--cluster', 'create', ...nodes.map((n) => `127.0.0.1:${n.port}`), '--cluster-replicas', '0', '--cluster-yes']);
+    await run(cli, ['--cluster', 'create', ...nodes.map((n) => `127.0.0.1:${n.port}`), '--cluster-replicas', String(replicas), '--cluster-yes']);
+    // ready: every node agrees the cluster is ok, and every replica has synced with its master
+    const replicasSynced = async () =>
+      (await Promise.all(nodes.map((n) => run(cli, ['-p', String(n.port), 'info', 'replication'])))).every((info) => !info.includes('role:slave') || info.includes('master_link_status:up'));
     const deadline = Date.now() + 20_000;
-    while ((await state()) !== 'ok') {
-      if (Date.now() > deadline) throw new Error('the throwaway Redis Cluster did not reach cluster_state:ok within 20 s');
+    while ((await state()) !== 'ok' || !(await replicasSynced())) {
+      if (Date.now() > deadline) throw new Error('the throwaway Redis Cluster did not reach cluster_state:ok (replicas in sync) within 20 s');
       await sleep(100);
     }
   } catch (err) {
@@ -267,12 +276,12 @@ export async function startRedisCluster(options: { masters?: number; cli?: strin
     throw err;
   }
   const ownerOf = async (key: string) => {
-    const port = String(nodes[0]!.port);
+    const port = String(nodes.find((n) => n.running())!.port);
     const slot = Number(await run(cli, ['-p', port, 'cluster', 'keyslot', key]));
     // CLUSTER NODES: `<id> <ip:port@cport> <flags> <master> <ping> <pong> <epoch> <link> <slot ranges...>`
     for (const line of (await run(cli, ['-p', port, 'cluster', 'nodes'])).split('\n')) {
       const [, address, flags, , , , , , ...ranges] = line.trim().split(' ');
-      if (!flags?.includes('master')) continue;
+      if (!flags?.includes('master') || flags.includes('fail')) continue;
       const owns = ranges.some((r) => {
         const [from, to = from] = r.split('-').map(Number);
         return slot >= from! && slot <= to!;

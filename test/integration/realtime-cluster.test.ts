@@ -2,7 +2,8 @@
 // Cluster with sharded pub/sub (docs/design.md, docs/protocol.md,
 // docs/operations.md): events cross instances, membership changes cross,
 // an instance works alone without Redis, and fan-out survives a Redis restart and a cluster master's
-// restart (on throwaway servers, so the shared Redis and cluster are never disturbed).
+// restart and failover to its replica (on throwaway servers, so the shared Redis and cluster are never
+// disturbed).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startRedis, startRedisCluster, type ThrowawayRedis, type ThrowawayRedisCluster } from '../helpers/redis-server.js';
 import { signIn, startTestServer, type SignedInUser, type TestServer } from '../helpers/server.js';
@@ -507,5 +508,39 @@ describe.skipIf(!CLUSTER_URL)('Redis Cluster: a master killed and restarted (thr
     expect(await pollUntilDelivered(via(B, b!), conv, aOnA, 'victim shard B→A'), 'and B→A').toBe(true);
     expect(await pollUntilDelivered(a!, sameShard!, dOnB!, 'subscribed during the outage'), 'a user who connected during the outage').toBe(true);
     await waitUntil(async () => (await readyz(A)) === 200 && (await readyz(B)) === 200, 15_000, 'both ready again');
+  }, 120_000);
+});
+
+// ---------------------------------------------------------------- Redis Cluster: a replica takes over
+
+describe.skipIf(!CLUSTER_URL)('Redis Cluster: a master fails over to its replica (throwaway cluster with replicas)', () => {
+  let cluster: ThrowawayRedisCluster;
+  let A: TestServer;
+  let B: TestServer;
+
+  beforeAll(async () => {
+    cluster = await startRedisCluster({ replicas: 1 });
+    [A, B] = await startPair(cluster.url);
+  });
+
+  afterAll(async () => {
+    await Promise.all(sockets.map((s) => s.close().catch(() => {})));
+    await B?.close();
+    await A?.close();
+    await cluster?.stop();
+  });
+
+  it('without restarting anything, the instances subscribe on the promoted replica and delivery resumes both ways', async () => {
+    const [a, b] = await users(A, 2);
+    const conv = await group(a!, [b!]);
+    const [aOnA, bOnB] = await Promise.all([connect(A, a!), connect(B, b!)]);
+    expect(await pollUntilDelivered(a!, conv, bOnB, 'before'), 'fan-out A→B before the failover').toBe(true);
+    const victim = await cluster.ownerOf(`sotalk:c:{${conv}}`);
+    await victim.kill(); // and it stays down: its replica must take over
+    const owner = () => cluster.ownerOf(`sotalk:c:{${conv}}`).catch(() => victim); // none while the slot is uncovered
+    await waitUntil(async () => (await cluster.state()) === 'ok' && (await owner()) !== victim, 20_000, 'a replica to take over');
+    expect(await pollUntilDelivered(a!, conv, bOnB, 'after failover A→B'), 'fan-out A→B through the new master').toBe(true);
+    expect(await pollUntilDelivered(via(B, b!), conv, aOnA, 'after failover B→A'), 'and B→A').toBe(true);
+    await waitUntil(async () => (await readyz(A)) === 200 && (await readyz(B)) === 200, 15_000, 'both ready on the new master');
   }, 120_000);
 });
