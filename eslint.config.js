@@ -12,4 +12,13 @@ export default tseslint.config(
       '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
     },
   },
+  {
+    // client/ runs in browsers and Node alike: only the globals both have
+    files: ['client/**/*.js'],
+    languageOptions: {
+      globals: Object.fromEntries(
+        ['crypto', 'URLSearchParams', 'AbortSignal', 'TextEncoder', 'TextDecoder', 'setInterval', 'clearInterval', 'queueMicrotask', 'Response'].map((name) => [name, 'readonly']),
+      ),
+    },
+  },
 );

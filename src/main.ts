@@ -247,7 +247,8 @@ export async function startServer(config: Config, deps: ServerDeps = {}): Promis
   });
   sockets.mount(app);
   mountRoutes(app, routes, routerOptions);
-  mountNotFound(app, routerOptions, loadStaticFiles(join(PACKAGE_ROOT, 'web')));
+  // the web client at /, the client library it uses (and any browser may load) at /client/
+  mountNotFound(app, routerOptions, loadStaticFiles(join(PACKAGE_ROOT, 'client'), '/client', loadStaticFiles(join(PACKAGE_ROOT, 'web'))));
 
   const listenSocket = await new Promise<uWS.us_listen_socket>((resolve, reject) => {
     // uWS shares ports (SO_REUSEPORT) unless told otherwise: only SOTALK_PROCESSES > 1 asks for

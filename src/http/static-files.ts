@@ -52,11 +52,11 @@ const SECURITY_HEADERS: Record<string, string> = {
 };
 
 /**
- * Reads every servable file under `dir` into memory (the web client is small). Only files with a
- * known type are taken; dot-files and folders are skipped. A missing folder gives an empty map.
+ * Reads every servable file under `dir` into memory (the web client is small), served under
+ * `prefix` (e.g. `/client`). Only files with a known type are taken; dot-files and folders are
+ * skipped. A missing folder gives an empty map; `files` is added to when given.
  */
-export function loadStaticFiles(dir: string): StaticFiles {
-  const files: StaticFiles = new Map();
+export function loadStaticFiles(dir: string, prefix = '', files: StaticFiles = new Map()): StaticFiles {
   if (!existsSync(dir)) return files;
   let total = 0;
   const walk = (folder: string) => {
@@ -75,7 +75,7 @@ export function loadStaticFiles(dir: string): StaticFiles {
       }
       const body = readFileSync(full);
       const etag = `"${createHash('sha256').update(body).digest('base64url').slice(0, 22)}"`;
-      files.set('/' + relative(dir, full).split(sep).join('/'), { body, type, etag });
+      files.set(prefix + '/' + relative(dir, full).split(sep).join('/'), { body, type, etag });
     }
   };
   walk(dir);
