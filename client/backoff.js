@@ -12,7 +12,8 @@ export function backoffDelay(attempt, minMs, maxMs) {
 }
 
 /**
- * A timer that does not keep a Node process alive (browsers have no such notion).
+ * A timer that does not keep a Node process alive (browsers have no such notion): for
+ * background chores only (token renewal, timers that matter only while a socket is open).
  * @param {() => void} fn
  * @param {number} ms
  */
@@ -22,5 +23,5 @@ export function quietTimeout(fn, ms) {
   return timer;
 }
 
-/** @param {number} ms */
-export const sleep = (ms) => new Promise((resolve) => quietTimeout(() => resolve(undefined), ms));
+/** A pause that keeps a Node process alive: a call waiting to retry is work in progress. @param {number} ms */
+export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));

@@ -305,7 +305,8 @@ export class LiveConnection {
     if (this.#stopped) return;
     clearTimeout(this.#reconnectTimer);
     const delay = backoffDelay(this.#attempt++, this.#options.reconnectDelayMs, this.#options.maxReconnectDelayMs);
-    this.#reconnectTimer = quietTimeout(() => void this.#connect(), delay);
+    // not a quiet timer: a connection waiting to come back keeps a Node process alive until close()
+    this.#reconnectTimer = setTimeout(() => void this.#connect(), delay);
   }
 
   #reconnectNow() {

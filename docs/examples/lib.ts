@@ -1,6 +1,5 @@
-// What both examples share: JSON calls with a timeout, wallet sign-in, one-line failures.
-import { generateKeyPairSync, sign } from 'node:crypto';
-import bs58 from 'bs58';
+// What the examples share: clients of the library (client/) with a timeout, one-line failures.
+import { generateWallet, SoTalkClient, SoTalkError } from '../../client/index.js';
 
 /** How long any step may take (ms); EXAMPLE_TIMEOUT_MS overrides. */
 export const TIMEOUT_MS = Number(process.env.EXAMPLE_TIMEOUT_MS) || 10_000;
@@ -11,28 +10,18 @@ export function fail(message: string): never {
   process.exit(1);
 }
 
-export async function call(base: string, path: string, body?: unknown, token?: string) {
-  let res: Response;
-  try {
-    res = await fetch(`${base}/api/v1${path}`, {
-      method: body === undefined ? 'GET' : 'POST',
-      headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
-      body: body === undefined ? undefined : JSON.stringify(body),
-      signal: AbortSignal.timeout(TIMEOUT_MS),
-    });
-  } catch (err) {
-    const timedOut = (err as Error).name === 'TimeoutError';
-    fail(timedOut ? `${base}: no answer to ${path} within ${TIMEOUT_MS} ms` : `cannot reach ${base} (${path}): is the server running there?`);
+// a failed call (a rejected top-level await) ends the example with its reason in one line
+process.on('uncaughtException', (err) => {
+  if (!(err instanceof SoTalkError)) {
+    process.stderr.write(`${err.stack ?? err}\n`);
+    process.exit(1);
   }
-  const text = await res.text();
-  if (!res.ok) fail(`${base}${path}: ${res.status} ${text}`);
-  return JSON.parse(text);
-}
+  fail(err.code === 'network' ? `${err.message}: is the server running there?` : `${err.message} (${err.code}${err.field ? `, field ${err.field}` : ''})`);
+});
 
-/** A fresh ed25519 wallet, signed in through challenge and verify. */
-export async function signIn(base: string) {
-  const { publicKey, privateKey } = generateKeyPairSync('ed25519');
-  const wallet = bs58.encode(publicKey.export({ format: 'der', type: 'spki' }).subarray(-32));
-  const { nonce, message } = await call(base, '/auth/challenge', { wallet });
-  return call(base, '/auth/verify', { wallet, nonce, signature: bs58.encode(sign(null, Buffer.from(message), privateKey)) });
+/** A fresh wallet, signed in. */
+export async function signIn(baseUrl: string): Promise<SoTalkClient> {
+  const client = new SoTalkClient({ baseUrl, wallet: await generateWallet(), timeoutMs: TIMEOUT_MS, retries: 2 });
+  await client.signIn();
+  return client;
 }
