@@ -3,7 +3,7 @@ import type { Invocation } from './main.js';
 import { checkMigrateAction, CommandError, uuidArgument } from './arguments.js';
 import { MessageCipher } from '../cipher/message-cipher.js';
 import { describeDatabase, openDatabase, untilReachable, type Database } from '../db/database.js';
-import { INSTANCE_STALE_S, liveInstances, type InstanceRow } from '../db/instances.js';
+import { INSTANCE_STALE_S, instanceRows, isLive, type InstanceRow } from '../db/instances.js';
 import { migrateDown, migrateUp, migrationStatus } from '../db/migrations.js';
 import { keyFingerprint } from '../crypto/kdf.js';
 import { KeyVersions } from '../keys/key-versions.js';
@@ -88,11 +88,15 @@ function printReport(report: ReencryptReport): number {
 
 const describeInstance = (i: InstanceRow) => `${i.host} pid ${i.pid} (active key ${i.active_fingerprint})`;
 
-/** Live instances, or none when the table does not exist yet (a database migrated below it). */
-async function liveInstancesIfTracked(db: Database): Promise<InstanceRow[]> {
+/** The instances' rows, or none when the table does not exist yet (a database migrated below it). */
+async function instancesIfTracked(db: Database): Promise<InstanceRow[]> {
   const { rows } = await db.pool.query<{ t: string | null }>("SELECT to_regclass('instances')::text AS t");
-  return rows[0]?.t ? liveInstances(db.pool) : [];
+  return rows[0]?.t ? instanceRows(db.pool) : [];
 }
+
+const liveInstancesIfTracked = async (db: Database) => (await instancesIfTracked(db)).filter(isLive);
+
+const describeSilent = (i: InstanceRow) => `${i.host} pid ${i.pid} (last seen ${Math.round(i.seen_s_ago)} s ago, active key ${i.active_fingerprint})`;
 
 export async function migrateCommand({ config, positionals, values }: Invocation): Promise<number> {
   const action = positionals[0];
@@ -129,12 +133,18 @@ export async function migrateCommand({ config, positionals, values }: Invocation
 
 export async function rotateMasterCommand({ config, values }: Invocation): Promise<number> {
   const target = keyFingerprint(config.masterKey);
-  const live = await withDatabase(config, liveInstancesIfTracked);
+  const rows = await withDatabase(config, instancesIfTracked);
+  const live = rows.filter(isLive);
   const lacking = live.filter((i) => !i.key_fingerprints.includes(target));
   if (lacking.length > 0 && !values.force) {
     throw new CommandError(
       `rotate-master: ${lacking.length} live instance(s) do not hold the active key ${target}, so they could not read what is re-encrypted: ${lacking.map(describeInstance).join('; ')}; finish phase 1 of the rotation (docs/operations.md) or pass --force`,
     );
+  }
+  // Not seen for over INSTANCE_STALE_S: stopped without removing its row (kill -9), or cut off from
+  // the database — then it comes back without the key. Said, not refused: only the operator knows.
+  for (const i of rows.filter((x) => !isLive(x) && !x.key_fingerprints.includes(target))) {
+    process.stderr.write(`rotate-master: note: ${describeSilent(i)} does not hold ${target}; make sure it is gone, not only cut off from the database\n`);
   }
   for (const i of live.filter((x) => x.active_fingerprint !== target && x.key_fingerprints.includes(target))) {
     process.stderr.write(`rotate-master: note: ${describeInstance(i)} still creates key versions under its old active key; run rotate-master again after phase 2\n`);
@@ -172,9 +182,17 @@ export async function verifyCommand({ config }: Invocation): Promise<number> {
 export async function instancesCommand({ config }: Invocation): Promise<number> {
   printKeys(config);
   const active = keyFingerprint(config.masterKey);
-  const live = await withDatabase(config, liveInstancesIfTracked);
+  const rows = await withDatabase(config, instancesIfTracked);
+  const live = rows.filter(isLive);
+  const silent = rows.filter((i) => !isLive(i));
+  const printSilent = () => {
+    if (silent.length === 0) return;
+    process.stdout.write(`not seen for over ${INSTANCE_STALE_S} s (stopped without removing its row, or cut off from the database):\n`);
+    for (const i of silent) process.stdout.write(`  ${describeSilent(i)}${i.key_fingerprints.includes(active) ? '' : `, does not hold ${active}`}\n`);
+  };
   if (live.length === 0) {
     process.stdout.write(`no live instances (none seen within ${INSTANCE_STALE_S} s)\n`);
+    printSilent();
     return 0;
   }
   const table = [
@@ -193,6 +211,7 @@ export async function instancesCommand({ config }: Invocation): Promise<number> 
   const holding = live.filter((i) => i.key_fingerprints.includes(active)).length;
   const using = live.filter((i) => i.active_fingerprint === active).length;
   process.stdout.write(`active key ${active}: held by ${holding} of ${live.length} live instance(s), active on ${using}\n`);
+  printSilent();
   return 0;
 }
 

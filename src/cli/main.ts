@@ -175,6 +175,7 @@ async function main(argv: string[]): Promise<number> {
   if (name === 'help') {
     const about = rest[0] === undefined ? undefined : COMMANDS[rest[0]];
     if (rest[0] !== undefined && !about) usageError('', undefined, `unknown command "${rest[0]}"`);
+    if (rest.length > 1) usageError('', undefined, `unexpected argument "${rest[1]}"`);
     process.stdout.write(about ? commandHelp(about) : USAGE);
     return 0;
   }

@@ -17,16 +17,17 @@ export interface InstanceRow {
   key_fingerprints: string[];
 }
 
-/** Instances that refreshed their row within INSTANCE_STALE_S seconds. */
-export async function liveInstances(pool: pg.Pool): Promise<InstanceRow[]> {
+/** Every row, oldest instance first: the live ones and those not seen for up to an hour. */
+export async function instanceRows(pool: pg.Pool): Promise<InstanceRow[]> {
   const { rows } = await pool.query<InstanceRow>(
     `SELECT id, host, pid, started_at, last_seen, extract(epoch FROM now() - last_seen)::float8 AS seen_s_ago,
-            active_fingerprint, key_fingerprints FROM instances
-      WHERE last_seen > now() - make_interval(secs => $1) ORDER BY started_at`,
-    [INSTANCE_STALE_S],
+            active_fingerprint, key_fingerprints FROM instances ORDER BY started_at`,
   );
   return rows;
 }
+
+/** Refreshed its row within INSTANCE_STALE_S seconds. */
+export const isLive = (row: InstanceRow) => row.seen_s_ago < INSTANCE_STALE_S;
 
 /**
  * This process's row in `instances`: written once the server listens (`start`), refreshed every

@@ -7,12 +7,15 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { keyFingerprint } from '../../src/crypto/kdf.js';
 import { sotalk, type CliResult } from '../helpers/cli.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
 import { signIn, startTestServer, type TestServer } from '../helpers/server.js';
 import { spawnServer } from '../helpers/spawned-server.js';
+
+// Each test runs a dozen or more short child processes: generous on a loaded machine.
+vi.setConfig({ testTimeout: 120_000 });
 
 const KEY_A = randomBytes(32).toString('base64');
 const KEY_B = randomBytes(32).toString('base64');
@@ -82,10 +85,12 @@ afterAll(async () => {
 
 describe('--help and -h', () => {
   it('anywhere on any command line, even next to a wrong flag: the help on stdout, nothing else, exit 0', async () => {
-    const lines = COMMANDS.flatMap((c) => [
-      [c, '--help', ...LINES[c]!],
-      [c, ...LINES[c]!, '--bogus', '-h'],
-    ]);
+    const lines = [
+      ...COMMANDS.map((c) => [c, ...LINES[c]!, '--bogus', '-h']),
+      ['migrate', '--help', 'down', '--yes'],
+      ['rotate-master', '-h', '--force'],
+      ['serve', '--help'],
+    ];
     const results = await runAll(lines, NOTHING());
     results.forEach((r, i) => {
       const line = lines[i]!.join(' ');
@@ -156,10 +161,10 @@ describe('unknown flags and stray arguments', () => {
   });
 
   it('an unknown command or top-level option is exit 2 with the list of commands', async () => {
-    for (const line of [['frobnicate'], ['--bogus'], ['help', 'frobnicate']]) {
+    for (const line of [['frobnicate'], ['--bogus'], ['help', 'frobnicate'], ['help', 'serve', 'extra']]) {
       const r = await sotalk(line, NOTHING());
       expect(r.code, line.join(' ')).toBe(2);
-      expect(r.stderr, line.join(' ')).toMatch(/^sotalk: unknown (command|option) .*\nusage: sotalk \[command\]/);
+      expect(r.stderr, line.join(' ')).toMatch(/^sotalk: (unknown (command|option)|unexpected argument) .*\nusage: sotalk \[command\]/);
       expect(r.stderr, line.join(' ')).toContain('  instances ');
     }
   });
@@ -283,5 +288,30 @@ describe('sotalk instances', () => {
     expect(await other.exited).toEqual({ code: 0, signal: null });
     expect(await pids()).toEqual([process.pid]);
     expect((await sotalk(['instances'], env)).stdout).not.toContain(` ${pid} `);
+  });
+
+  it('an instance not seen for over 30 s is listed apart, and rotate-master notes one that lacks the key', async () => {
+    const KEY_C = randomBytes(32).toString('base64');
+    await server.pool.query(
+      `INSERT INTO instances (id, host, pid, started_at, last_seen, active_fingerprint, key_fingerprints)
+       VALUES (gen_random_uuid(), 'gone-host', 999999, now() - interval '1 day', now() - interval '300 seconds', $1, $2)`,
+      [fp(KEY_C), [fp(KEY_C)]],
+    );
+    try {
+      const listed = await sotalk(['instances'], env);
+      expect(listed.code, listed.stderr).toBe(0);
+      const lines = listed.stdout.trim().split('\n');
+      expect(lines.slice(-3)).toEqual([
+        `active key ${fp(KEY_A)}: held by 1 of 1 live instance(s), active on 1`,
+        'not seen for over 30 s (stopped without removing its row, or cut off from the database):',
+        expect.stringMatching(new RegExp(`^  gone-host pid 999999 \\(last seen 30\\d s ago, active key ${fp(KEY_C)}\\), does not hold ${fp(KEY_A)}$`)),
+      ]);
+      const rotated = await sotalk(['rotate-master'], env);
+      expect(rotated.code, rotated.stderr).toBe(0);
+      expect(rotated.stderr).toContain(`rotate-master: note: gone-host pid 999999 (last seen`);
+      expect(rotated.stderr).toContain(`does not hold ${fp(KEY_A)}; make sure it is gone, not only cut off from the database`);
+    } finally {
+      await server.pool.query("DELETE FROM instances WHERE host = 'gone-host'");
+    }
   });
 });
