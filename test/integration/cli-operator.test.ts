@@ -5,11 +5,14 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { keyFingerprint } from '../../src/crypto/kdf.js';
 import { sotalk, sotalkPipeline } from '../helpers/cli.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
 import { signIn, startTestServer, type TestServer } from '../helpers/server.js';
+
+// Each test runs several child processes (and some a server): generous on a loaded machine.
+vi.setConfig({ testTimeout: 120_000 });
 
 const KEY_A = randomBytes(32).toString('base64');
 const KEY_B = randomBytes(32).toString('base64');
@@ -84,7 +87,7 @@ describe('which database, which keys', () => {
     const embedded = await sotalk(['migrate', 'status'], { DATABASE_URL: '', ENCRYPTION_MASTER_KEY: KEY_A, SOTALK_DATA_DIR: dataDir });
     expect(embedded.code, embedded.stderr).toBe(0);
     expect(embedded.stderr).toContain(`database: embedded at ${join(dataDir, 'pgdata')}`);
-  }, 120_000); // a fresh embedded database is initialised first: tens of seconds on a loaded machine
+  }); // a fresh embedded database is initialised first: tens of seconds on a loaded machine
 
   it('fingerprint prints the active and old keys; keygen prints the new key\'s fingerprint on stderr', async () => {
     const r = await sotalk(['fingerprint'], { ...env, ENCRYPTION_OLD_MASTER_KEYS: KEY_B });
