@@ -127,33 +127,59 @@ export class SoTalkClient {
    */
   async call(operation, request) {
     const endpoint = ENDPOINTS[operation];
-    for (let attempt = 0; ; attempt++) {
+    return this.#retrying(endpoint.idempotent, () => this.#withToken(endpoint.auth, (token) => this.#once(operation, request, token)));
+  }
+
+  /**
+   * A request by method and path (under the server's root, e.g. `/api/v1/users/me`), for callers
+   * that build paths themselves; the answer is untyped. GET and PATCH are retried like `call`;
+   * POST and DELETE only when the server refused them (429) or was never reached.
+   * @param {'GET' | 'POST' | 'PATCH' | 'DELETE'} method
+   * @param {string} path
+   * @param {unknown} [body]
+   * @returns {Promise<any>}
+   */
+  request(method, path, body) {
+    return this.#retrying(method === 'GET' || method === 'PATCH', () => this.#withToken(true, (token) => this.#send(method, path, body, token)));
+  }
+
+  /**
+   * @template T
+   * @param {boolean} idempotent
+   * @param {() => Promise<T>} attempt
+   * @returns {Promise<T>}
+   */
+  async #retrying(idempotent, attempt) {
+    for (let n = 0; ; n++) {
       try {
-        return await this.#withToken(operation, request);
+        return await attempt();
       } catch (err) {
-        if (!(err instanceof SoTalkError) || attempt >= this.#retries || !isTransient(err)) throw err;
+        if (!(err instanceof SoTalkError) || n >= this.#retries || !isTransient(err)) throw err;
         // a request refused before it was handled (429, or no connection at all) changed nothing
-        if (!endpoint.idempotent && err.code !== 'rate_limited' && !(err.code === 'network' && err.cause)) throw err;
-        const backoff = backoffDelay(attempt, this.#retryDelayMs, this.#maxRetryDelayMs);
+        if (!idempotent && err.code !== 'rate_limited' && !(err.code === 'network' && err.cause)) throw err;
+        const backoff = backoffDelay(n, this.#retryDelayMs, this.#maxRetryDelayMs);
         await sleep(err.retryAfterS !== undefined ? Math.min(err.retryAfterS * 1000, this.#maxRetryDelayMs) : backoff);
       }
     }
   }
 
   /**
-   * @template {OperationId} K
-   * @param {K} operation
-   * @param {import('./types.js').RequestOf<K> | undefined} request
+   * Runs `attempt` with a valid token (none when `auth` is false); when the server refuses the
+   * token, signs in again and runs it once more.
+   * @template T
+   * @param {boolean} auth
+   * @param {(token: string | undefined) => Promise<T>} attempt
+   * @returns {Promise<T>}
    */
-  async #withToken(operation, request) {
-    if (!ENDPOINTS[operation].auth) return this.#once(operation, request, undefined);
+  async #withToken(auth, attempt) {
+    if (!auth) return attempt(undefined);
     const token = await this.token();
     try {
-      return await this.#once(operation, request, token);
+      return await attempt(token);
     } catch (err) {
       if (!(err instanceof SoTalkError) || err.code !== 'unauthorized' || !this.#wallet) throw err;
       if (this.#session?.token === token) this.#session = undefined;
-      return this.#once(operation, request, await this.token());
+      return attempt(await this.token());
     }
   }
 
@@ -172,16 +198,29 @@ export class SoTalkClient {
     const query = new URLSearchParams();
     for (const [name, value] of Object.entries(req.query ?? {})) if (value !== undefined && value !== null) query.set(name, String(value));
     if (query.size > 0) path += '?' + query.toString();
+    return this.#send(endpoint.method, path, req.body, token, operation === 'metrics');
+  }
+
+  /**
+   * One HTTP request: the parsed JSON answer (the text with `raw`), or a SoTalkError.
+   * @param {string} method
+   * @param {string} path
+   * @param {unknown} body
+   * @param {string | undefined} token
+   * @param {boolean} [raw]
+   * @returns {Promise<any>}
+   */
+  async #send(method, path, body, token, raw = false) {
     /** @type {Record<string, string>} */
     const headers = {};
     if (token) headers.authorization = `Bearer ${token}`;
-    if (req.body !== undefined) headers['content-type'] = 'application/json';
+    if (body !== undefined) headers['content-type'] = 'application/json';
     let res;
     try {
       res = await this.#fetch(this.#baseUrl + path, {
-        method: endpoint.method,
+        method,
         headers,
-        body: req.body === undefined ? undefined : JSON.stringify(req.body),
+        body: body === undefined ? undefined : JSON.stringify(body),
         signal: AbortSignal.timeout(this.#timeoutMs),
       });
     } catch (err) {
@@ -200,15 +239,15 @@ export class SoTalkClient {
         error = undefined;
       }
       const retryAfter = Number(res.headers.get('retry-after'));
-      throw new SoTalkError(error?.code ?? (res.status >= 500 ? 'unavailable' : 'invalid_request'), error?.message ?? `${endpoint.method} ${endpoint.path}: ${res.status}`, {
+      throw new SoTalkError(error?.code ?? (res.status >= 500 ? 'unavailable' : 'invalid_request'), error?.message ?? `${method} ${path.split('?')[0]}: ${res.status}`, {
         status: res.status,
         field: error?.field,
         retryAfterS: res.headers.has('retry-after') && Number.isFinite(retryAfter) ? retryAfter : undefined,
         requestId,
       });
     }
-    if (operation === 'metrics') return /** @type {any} */ (text);
-    return text === '' ? /** @type {any} */ (undefined) : JSON.parse(text);
+    if (raw) return text;
+    return text === '' ? undefined : JSON.parse(text);
   }
 
   // One method per endpoint, named after what it does.

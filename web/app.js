@@ -1,8 +1,8 @@
 // SoTalk web client: wallet sign-in, conversations, live chat. Plain ES modules, no build step.
 
-import { ApiError, createApi, describeError } from './api.js';
+import { SoTalkClient } from '../client/index.js';
+import { createApi, describeError, SoTalkError } from './api.js';
 import { isWalletAddress } from './base58.js';
-import { LiveSocket } from './socket.js';
 import { ed25519Supported, exportJwk, exportSecretBase58, generateWallet, importWallet, signText } from './wallet.js';
 
 const WALLETS_KEY = 'sotalk.wallets.v1'; // every wallet made or imported in this browser (localStorage)
@@ -24,18 +24,36 @@ const state = {
   order: [], // conversation ids, most recent activity first
   nextCursor: null,
   current: null, // the open conversation, see openConversation()
-  socket: null,
+  client: null, // SoTalkClient of the signed-in wallet (renews its token by itself)
+  live: null, // its LiveConnection
+  wasLive: false, // the live connection has been up before (a later 'live' is a reconnect)
   atRest: false, // the server exposes the "at rest" endpoint
   typing: new Map(), // conversation id → Map(user id → expiry ms)
-  expiryTimer: 0,
   sending: Promise.resolve(), // the send in progress; the next one waits for it
   alertIsConnectivity: false, // the alert shown is about the server being unreachable
 };
 
-const api = createApi({
-  token: () => state.session?.token,
-  onUnauthorized: () => signOut('Your session has expired. Sign in again.'),
-});
+const api = createApi(() => state.client);
+
+/**
+ * A client for a wallet record of this browser; `session` resumes a token from this tab. Only a
+ * sign-in text naming this wallet is ever signed, whatever a server might send.
+ */
+function clientFor(record, session) {
+  const wallet = {
+    address: record.address,
+    sign: async (text) => {
+      if (!text.includes(record.address)) throw new Error('the server asked to sign an unexpected text; refusing');
+      return signText(record, text);
+    },
+  };
+  const client = new SoTalkClient({ baseUrl: location.origin, wallet, session });
+  client.onSession((s) => {
+    state.session = { address: record.address, token: s.token, expires_at: new Date(s.expiresAt).toISOString() };
+    saveSession(state.session);
+  });
+  return client;
+}
 
 // ------------------------------------------------------------------ small helpers
 
@@ -199,18 +217,12 @@ async function signInWith(record, button) {
   clearErrors();
   await busy(button, async () => {
     try {
-      const challenge = await api.post('/auth/challenge', { wallet: record.address });
-      // Sign only a sign-in text for this wallet and nonce, whatever a server might send.
-      if (!challenge.message.includes(record.address) || !challenge.message.includes(challenge.nonce)) {
-        throw new Error('the server asked to sign an unexpected text; refusing');
-      }
-      const signature = await signText(record, challenge.message);
-      const res = await api.post('/auth/verify', { wallet: record.address, nonce: challenge.nonce, signature });
+      state.client?.close();
+      state.client = clientFor(record);
+      const res = await state.client.signIn();
       saveWallet({ ...record, label: res.user.display_name ?? record.label });
       state.wallet = record;
-      state.session = { address: record.address, token: res.token, expires_at: res.expires_at };
       state.me = res.user;
-      saveSession(state.session);
       await enterApp();
       if (!state.current) $('chats-heading').focus();
       announce(`Signed in as ${res.user.display_name || shortAddress(res.user.wallet)}`);
@@ -221,9 +233,11 @@ async function signInWith(record, button) {
 }
 
 function signOut(reason) {
-  state.socket?.close();
-  state.socket = null;
-  clearTimeout(state.expiryTimer);
+  state.live?.close();
+  state.live = null;
+  state.client?.close();
+  state.client = null;
+  state.wasLive = false;
   state.session = null;
   state.wallet = null;
   state.me = null;
@@ -249,12 +263,20 @@ async function enterApp() {
   $('signin-view').hidden = true;
   $('app-view').hidden = false;
   renderMe();
-  const expiresIn = Date.parse(state.session.expires_at) - Date.now();
-  clearTimeout(state.expiryTimer);
-  state.expiryTimer = setTimeout(() => signOut('Your session has expired. Sign in again.'), Math.min(expiresIn, 2 ** 31 - 1));
-
-  state.socket = new LiveSocket(state.session.token, onFrame, onSocketState);
-  state.socket.connect();
+  // The library's live connection: every new message once and in order (caught up from history
+  // after a reconnect), other events as they come.
+  const live = state.client.live();
+  state.live = live;
+  live.on('state', (liveState) => {
+    const reconnected = liveState === 'live' && state.wasLive;
+    if (liveState === 'live') state.wasLive = true;
+    if (liveState !== 'closed') onSocketState(liveState, reconnected);
+  });
+  live.on('event', (frame) => frame.type !== 'new_message' && onFrame(frame));
+  void live.start().catch((err) => showError('Could not connect live', err));
+  void (async () => {
+    for await (const message of live) onFrame({ type: 'new_message', message });
+  })();
   await Promise.all([
     loadFeatures(),
     loadConversations(true).catch((err) => showError('Could not load your conversations', err)),
@@ -508,7 +530,7 @@ async function openConversation(id) {
   } catch (err) {
     if (state.current !== view) return;
     showError('Cannot open this conversation', err);
-    if (err instanceof ApiError && err.status === 404) {
+    if (err instanceof SoTalkError && err.status === 404) {
       state.conversations.delete(id);
       sortConversations();
       location.hash = '#/';
@@ -930,11 +952,12 @@ async function deliver(view, pending) {
   try {
     let message;
     try {
-      message = (await state.socket.request({ type: 'send', ...body })).message;
+      if (state.live?.state !== 'live') throw new SoTalkError('network', 'not connected');
+      message = await state.live.send(body);
     } catch (err) {
       // No live connection (or it dropped mid-send): the same client_message_id makes HTTP safe to retry.
-      if (err.code !== 'network' && err.code !== 'timeout') throw err;
-      message = (await api.post('/messages', body)).message;
+      if (!['network', 'timeout', 'closed'].includes(err.code)) throw err;
+      message = await state.client.sendMessage(body);
     }
     if (state.current === view) {
       upsertMessage(view, message);
@@ -992,7 +1015,7 @@ function markRead(view) {
   }
   if (newest <= view.readSent || (me && me.read_seq >= newest)) return;
   view.readSent = newest;
-  if (!state.socket?.send({ type: 'read', conversation_id: view.id, seq: newest })) {
+  if (!state.live?.receipt('read', view.id, newest)) {
     api.post(`/conversations/${view.id}/read`, { seq: newest }).catch((err) => showError('Could not send the read receipt', err));
   }
 }
@@ -1024,7 +1047,7 @@ function onFrame(frame) {
       void onMembership(frame);
       break;
     case 'error':
-      showError('The live connection reported an error', new ApiError(0, frame.error?.code, frame.error?.message ?? 'unknown error', frame.error?.field));
+      showError('The live connection reported an error', new SoTalkError(frame.error?.code, frame.error?.message ?? 'unknown error', { field: frame.error?.field }));
       break;
     default:
       break;
@@ -1037,14 +1060,14 @@ async function onNewMessage(m) {
   const fromOther = m.sender_id !== state.me.id;
   const item = state.conversations.get(m.conversation_id);
   if (!item) {
-    if (fromOther) state.socket?.send({ type: 'received', conversation_id: m.conversation_id, seq: m.seq });
+    if (fromOther) state.live?.receipt('received', m.conversation_id, m.seq);
     scheduleListRefresh();
     return;
   }
   const view = state.current;
   const here = view?.id === m.conversation_id;
   if (fromOther && !(here && document.visibilityState === 'visible')) item.unread_count = (item.unread_count ?? 0) + 1;
-  if (fromOther) state.socket?.send({ type: 'received', conversation_id: m.conversation_id, seq: m.seq });
+  if (fromOther) state.live?.receipt('received', m.conversation_id, m.seq);
   if (here) {
     if (!view.conversation) {
       view.early.push(m);
@@ -1304,7 +1327,7 @@ function setUpComposer() {
     const now = Date.now();
     if (now - view.lastTypingSent > TYPING_SEND_EVERY_MS) {
       view.lastTypingSent = now;
-      state.socket?.send({ type: 'typing', conversation_id: view.id });
+      state.live?.typing(view.id);
     }
   });
   input.addEventListener('keydown', (e) => {
@@ -1395,12 +1418,15 @@ async function boot() {
   if (session && wallet && Date.parse(session.expires_at) > Date.now() + 60_000) {
     state.wallet = wallet;
     state.session = session;
+    state.client = clientFor(wallet, { token: session.token, expiresAt: Date.parse(session.expires_at), user: undefined });
     try {
-      state.me = (await api.get('/users/me')).user;
+      state.me = await state.client.me();
       await enterApp();
       return;
     } catch (err) {
-      if (!(err instanceof ApiError && err.status === 401)) showError('Could not restore your session', err);
+      showError('Could not restore your session', err);
+      state.client?.close();
+      state.client = null;
       state.session = null;
       saveSession(null);
     }

@@ -28,7 +28,7 @@ let wallet: {
   importWallet(text: string): Promise<WalletRecord>;
 };
 let api: {
-  ApiError: new (status: number, code: string, message: string, field?: string, retryAfterS?: number) => Error;
+  SoTalkError: new (code: string, message: string, details?: { status?: number; field?: string; retryAfterS?: number }) => Error;
   describeError(action: string, err: unknown): string;
 };
 
@@ -98,13 +98,14 @@ describe('web/wallet.js', () => {
 
 describe('web/api.js describeError', () => {
   it("puts the server's own words in front of the user", () => {
-    const { ApiError, describeError } = api;
-    expect(describeError('Could not save your name', new ApiError(400, 'invalid_request', 'display_name: must be 1 to 64 characters', 'display_name')))
+    const { SoTalkError, describeError } = api;
+    expect(describeError('Could not save your name', new SoTalkError('invalid_request', 'display_name: must be 1 to 64 characters', { status: 400, field: 'display_name' })))
       .toBe('Could not save your name: display_name: must be 1 to 64 characters.');
-    expect(describeError('Could not start the chat', new ApiError(404, 'not_found', 'user not found', 'member_ids')))
+    expect(describeError('Could not start the chat', new SoTalkError('not_found', 'user not found', { status: 404, field: 'member_ids' })))
       .toBe('Could not start the chat: user not found (field "member_ids").');
-    expect(describeError('Message not sent', new ApiError(429, 'rate_limited', 'too many messages', undefined, 3)))
+    expect(describeError('Message not sent', new SoTalkError('rate_limited', 'too many messages', { status: 429, retryAfterS: 3 })))
       .toBe('Message not sent: too many messages. Try again in 3 s.');
+    expect(describeError('Could not load', new SoTalkError('network', 'cannot reach http://localhost:8080'))).toBe('Could not load: Cannot reach the SoTalk server. Is it still running?');
     expect(describeError('Sign-in failed', new Error('boom!'))).toBe('Sign-in failed: boom!');
   });
 });
