@@ -64,7 +64,9 @@ async function withJobs<T>(config: Config, fn: (jobs: KeyJobs) => Promise<T>): P
     const cipher = new MessageCipher({ keyring, poolSize: config.cryptoPoolSize, inlineMax: config.cryptoInlineMax });
     const audit = new AuditLog({ pool: db.pool, logger, clock: () => new Date() });
     try {
-      await migrateUp(db.pool);
+      // A job needs the current schema; applying it is never silent.
+      const applied = await migrateUp(db.pool);
+      if (applied.length > 0) process.stderr.write(`migrations applied first: ${applied.join(', ')}\n`);
       const keys = new KeyVersions(db.pool, keyring, () => new Date(), { maxMessages: config.keyRotationMessages, maxAgeS: config.keyRotationMaxAgeS });
       const search = config.searchEnabled ? new SearchKeys(keyring) : null;
       return await fn(new KeyJobs({ pool: db.pool, cipher, keys, keyring, audit, logger, embedded: db.embedded, search }));

@@ -216,6 +216,18 @@ describe('the database a command uses', () => {
     });
   });
 
+  it('a job on a database behind the code says which migrations it applied first', async () => {
+    const fresh = await createTestDatabase();
+    try {
+      const r = await sotalk(['verify'], { ...env, DATABASE_URL: fresh.url });
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stderr).toMatch(/^migrations applied first: 1, 2, [\d, ]+$/m);
+      expect((await sotalk(['verify'], { ...env, DATABASE_URL: fresh.url })).stderr).not.toContain('migrations applied');
+    } finally {
+      await fresh.drop();
+    }
+  });
+
   it('a database that is down: every command names it and fails in one line', async () => {
     const down = { ...env, DATABASE_URL: 'postgresql://postgres@127.0.0.1:1/nothing', DATABASE_CONNECT_TIMEOUT_S: '0' };
     const lines = DATABASE_COMMANDS.map((c) => [c, ...LINES[c]!]);
