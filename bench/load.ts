@@ -26,7 +26,7 @@ import {
   type CpuSample,
   type OptionSpec,
 } from './lib/common.js';
-import { content, createDirect, createGroup, decodeFrame, deliveryStamp, encodeFrame, openSocket, signInMany, type Format, type User } from './lib/chat.js';
+import { content, createDirect, libraryClient, stampOf, createGroup, decodeFrame, deliveryStamp, encodeFrame, openSocket, signInMany, type Format, type User } from './lib/chat.js';
 import { createHttpClient, type HttpClient } from './lib/http-client.js';
 import { insertCeiling, readCeiling, type CeilingResult } from './lib/pg-ceiling.js';
 import { CostMeter, costJson, costText, type CostSample, type PhaseCost } from './lib/costs.js';
@@ -34,7 +34,7 @@ import { searchWords } from '../src/crypto/search-tokens.js';
 import { startRedisCluster, type ThrowawayRedisCluster } from '../test/helpers/redis-server.js';
 import { HEAP_USED, MAX_FDS, RSS, metric, metricSum, openTarget, readMetrics, type Target } from './lib/target.js';
 
-const SCENARIOS = ['http-send', 'ws-send', 'history-cold', 'history-hot', 'fanout', 'idle'] as const;
+const SCENARIOS = ['http-send', 'ws-send', 'client-send', 'history-cold', 'history-hot', 'fanout', 'idle'] as const;
 type Scenario = (typeof SCENARIOS)[number];
 
 const SPEC: Record<string, OptionSpec> = {
@@ -256,7 +256,10 @@ class Deliveries {
   to = Number.POSITIVE_INFINITY;
   /** Returns true when the frame was a bench delivery (of any window). */
   see(frame: Buffer): boolean {
-    const t = deliveryStamp(frame);
+    return this.seeStamp(deliveryStamp(frame));
+  }
+  /** The same for a stamp already read (-1: not a bench message). */
+  seeStamp(t: number): boolean {
     if (t < 0) return false;
     if (t >= this.from && t < this.to) {
       this.count++;
@@ -424,7 +427,7 @@ const closeAll = (sockets: WebSocket[]) => {
 };
 
 /** Warm-up, measured phase (closed loop or at --rate), pg insert ceiling, then an open-loop phase for a relative --rate. */
-async function sendScenario(ctx: Ctx, name: 'http-send' | 'ws-send', convs: Conv[], deliveries: Deliveries, closes: Errors, op: Op, concurrency: number) {
+async function sendScenario(ctx: Ctx, name: 'http-send' | 'ws-send' | 'client-send', convs: Conv[], deliveries: Deliveries, closes: Errors, op: Op, concurrency: number) {
   const absolute = O.rate !== undefined && !relativeRate(O.rate) ? resolveRate(O.rate, null, null) : null;
   if (O.warmup > 0) await drive(O.warmup, concurrency, absolute, op);
   deliveries.open();
@@ -538,6 +541,53 @@ async function httpSend(ctx: Ctx) {
     return await sendScenario(ctx, 'http-send', convs, deliveries, closes, op, O.connections);
   } finally {
     closeAll(receivers);
+  }
+}
+
+/**
+ * http-send through the client library (client/): each sender a SoTalkClient (sendMessage: a
+ * client_message_id on every send, retries), each receiver a LiveConnection whose ordered,
+ * deduplicated stream is consumed; a receiver that sees a seq out of order or twice counts an error.
+ */
+async function clientSend(ctx: Ctx) {
+  const convs = await setupConversations(ctx, O.conversations);
+  const deliveries = new Deliveries();
+  const closes = new Errors();
+  const senders = convs.map((c) => libraryClient(ctx.target.baseUrl, c.sender, O.timeoutMs));
+  const receivers = await mapLimit(convs.length, 64, async (i) => {
+    const client = libraryClient(ctx.target.baseUrl, convs[i]!.receiver, O.timeoutMs);
+    const live = client.live({ encoding: O.wsFormat });
+    live.on('lagging', () => closes.add('consumer_lagging'));
+    await live.start();
+    const last = new Map<string, number>();
+    void (async () => {
+      for await (const m of live) {
+        const before = last.get(m.conversation_id);
+        if (before !== undefined && m.seq !== before + 1) closes.add('out_of_order_or_duplicate');
+        last.set(m.conversation_id, m.seq);
+        deliveries.seeStamp(stampOf(m.content));
+      }
+    })();
+    return { client, live };
+  });
+  console.log(`  ${convs.length} ${O.convType} conversations, ${receivers.length} library live connections (${O.wsFormat}), ${O.connections} concurrent sendMessage calls`);
+  const op: Op = async (n, stamp) => {
+    const i = n % convs.length;
+    try {
+      await senders[i]!.sendMessage({ conversation_id: convs[i]!.id, content: content(O.size, stamp) });
+      return null;
+    } catch (err) {
+      return (err as { code?: string }).code ?? 'error';
+    }
+  };
+  try {
+    return await sendScenario(ctx, 'client-send', convs, deliveries, closes, op, O.connections);
+  } finally {
+    for (const r of receivers) {
+      r.live.close();
+      r.client.close();
+    }
+    for (const c of senders) c.close();
   }
 }
 
@@ -966,6 +1016,7 @@ function slope(xy: [number, number][]): number | null {
 const RUNNERS: Record<Scenario, (ctx: Ctx) => Promise<Record<string, unknown>>> = {
   'http-send': httpSend,
   'ws-send': wsSend,
+  'client-send': clientSend,
   'history-cold': (ctx) => historyScenario(ctx, 'history-cold'),
   'history-hot': (ctx) => historyScenario(ctx, 'history-hot'),
   fanout,
@@ -978,7 +1029,7 @@ function budgetSeconds(): number {
   const phase = O.duration + O.warmup;
   let total = 120; // server start, database
   for (const s of selected) {
-    if (s === 'http-send' || s === 'ws-send') total += 3 * phase + 90;
+    if (s === 'http-send' || s === 'ws-send' || s === 'client-send') total += 3 * phase + 90;
     else if (s === 'history-cold' || s === 'history-hot') total += 2 * phase + 120 + (O.conversations * O.prefill) / 500;
     else if (s === 'fanout') total += phase + 60;
     else total += O.duration + O.settle + 60 + O.sockets / 100 + Math.min(O.idleUsers ?? O.sockets, O.sockets) / 40;

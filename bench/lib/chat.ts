@@ -4,6 +4,7 @@ import { generateKeyPairSync, sign } from 'node:crypto';
 import bs58 from 'bs58';
 import { Packr } from 'msgpackr';
 import WebSocket from 'ws';
+import { SoTalkClient } from '../../client/index.js';
 import { mapLimit, now } from './common.js';
 import type { HttpClient, HttpResult } from './http-client.js';
 
@@ -97,6 +98,22 @@ export function content(size: number, stamp: number): string {
     text += ' ' + VOCABULARY[(fillerSeed >>> 12) % VOCABULARY.length];
   }
   return text.length > size ? text.slice(0, Math.max(size, head.length)) : text;
+}
+
+/** The stamp of a message's content (-1 when it has none). */
+export function stampOf(text: string | null): number {
+  if (text === null || !text.startsWith('@@T')) return -1;
+  const v = Number(text.slice(3, text.indexOf('@@', 3)));
+  return Number.isFinite(v) ? v : -1;
+}
+
+/** A client-library client for a bench user signed in earlier (its token lives a day). */
+export function libraryClient(baseUrl: string, user: User, timeoutMs: number): SoTalkClient {
+  return new SoTalkClient({
+    baseUrl,
+    session: { token: user.token, expiresAt: Date.now() + 3_600_000, user: { id: user.id } as SoTalkClient['user'] & object },
+    timeoutMs,
+  });
 }
 
 /** For a `new_message` frame (JSON or msgpack) carrying a bench stamp: the stamp; otherwise -1. */
