@@ -92,8 +92,9 @@ export class EventBus implements EventPublisher {
       this.#sharded = sub instanceof Cluster;
       let connectedBefore = false;
       sub.on('ready', () => {
-        // After an outage: membership changes were missed (forget cached memberships) and
-        // subscriptions made while down may have failed (subscribe again; repeating one is harmless).
+        // After an outage: membership changes were missed (forget cached memberships) and, on one
+        // server, subscriptions made while down may have failed (subscribe again; repeating one is
+        // harmless). A cluster client queues them and subscribes its channels again itself.
         if (connectedBefore) this.#directory.clear();
         connectedBefore = true;
         if (!this.#sharded) void sub.subscribe(CONTROL_CHANNEL, ...this.#hub.servedConversations().map(CONVERSATION_CHANNEL)).catch(() => {});
