@@ -67,7 +67,7 @@ describe('NODE_ENV=production runs compiled code only', () => {
     expect(missing.code).toBe(1);
     expect(missing.stdout).toBe('');
     expect(missing.stderr).toBe('sotalk: dist/ is missing and NODE_ENV=production runs only compiled code: run `npm run build`\n');
-  });
+  }, 90_000);
 });
 
 describe('npm start on a fresh clone', () => {
@@ -97,7 +97,7 @@ describe('npm start on a fresh clone', () => {
     // dist/ is current now: another start builds nothing and says nothing
     const again = await run(dir, ['bin/dist-state.js', '--build-if-stale'], {});
     expect(again).toEqual({ code: 0, stdout: '', stderr: '' });
-  }, 120_000);
+  }, 180_000);
 
   it('a lock left by a build that was killed is taken over', async () => {
     const dir = checkout(false);
@@ -110,5 +110,5 @@ describe('npm start on a fresh clone', () => {
     const prod = await run(dir, ['bin/sotalk.js', 'keygen'], { NODE_ENV: 'production' });
     expect(prod.code, prod.stderr).toBe(0);
     expect(prod.stdout).toMatch(BASE64_KEY);
-  }, 120_000);
+  }, 180_000);
 });

@@ -80,7 +80,7 @@ describe('log format', () => {
     const pretty = serveUnreachable({ LOG_FORMAT: 'pretty' }, false);
     expect(pretty.length).toBeGreaterThan(0);
     for (const line of pretty) expect(line).toMatch(PRETTY_LINE);
-  });
+  }, 90_000);
 
   it.skipIf(!hasScript)('at a terminal: pretty in development, JSON with NODE_ENV=production or LOG_FORMAT=json', () => {
     const dev = serveUnreachable({}, true);
@@ -91,7 +91,7 @@ describe('log format', () => {
       expect(json.length, JSON.stringify(env)).toBeGreaterThan(0);
       for (const line of json) expect(JSON.parse(line).level, JSON.stringify(env)).toBe(40);
     }
-  });
+  }, 90_000);
 
   it('the pretty start-up line names the URL to open', async () => {
     const child = spawn(process.execPath, ['bin/sotalk.js', 'serve'], {
@@ -109,7 +109,7 @@ describe('log format', () => {
     expect((await fetch(`http://127.0.0.1:${port}/healthz`)).status).toBe(200);
     child.kill('SIGTERM');
     expect(await exited).toBe(0);
-  });
+  }, 60_000);
 });
 
 describe('DATABASE_POOL_SIZE on the embedded database', () => {
@@ -129,5 +129,5 @@ describe('DATABASE_POOL_SIZE on the embedded database', () => {
       'DATABASE_POOL_SIZE ignored: the embedded database (no DATABASE_URL) is one session, so its pool holds 1 connection',
     );
     expect(records.find((r) => r.msg === 'sotalk listening')).toMatchObject({ databasePool: 1, database: `embedded at ${join(embeddedDir, 'pgdata')}` });
-  }, 60_000);
+  }, 90_000);
 });

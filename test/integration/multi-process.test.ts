@@ -177,7 +177,7 @@ describe('SOTALK_PROCESSES=2', () => {
     expect(await supervisor.exited, supervisor.lines.join('\n')).toEqual({ code: 0, signal: null });
     for (const pid of children) expect(alive(pid), `process ${pid}`).toBe(false);
     await until('the port is free', async () => !(await listening(port)));
-  }, 60_000);
+  }, 90_000);
 
   it('a process that dies is restarted under the same number; the other serves the port meanwhile', async () => {
     const { supervisor, port, started, children } = await supervised(2);
@@ -196,7 +196,7 @@ describe('SOTALK_PROCESSES=2', () => {
     expect(now).toContain(children[1]);
     expect((await freshRequest(port, 'GET', '/healthz')).status).toBe(200);
     await scrapeEach(port, 2);
-  }, 60_000);
+  }, 90_000);
 
   it('the supervisor killed with SIGKILL: its processes stop by themselves, no orphan keeps the port', async () => {
     const { supervisor, port, children } = await supervised(2);
@@ -204,7 +204,7 @@ describe('SOTALK_PROCESSES=2', () => {
     await supervisor.exited;
     await until('the server processes have exited', () => children.every((pid) => !alive(pid)));
     await until('the port is free', async () => !(await listening(port)));
-  }, 60_000);
+  }, 90_000);
 
   it('never shares the port with an unrelated server: a second server or supervisor on it fails with "address in use" in one line', async () => {
     const { port } = await supervised(2);
@@ -232,5 +232,5 @@ describe('SOTALK_PROCESSES=2', () => {
       expect(r.code, message).toBe(1);
       expect(r.stderr.trim().split('\n').filter((l) => !l.startsWith('database: '))).toEqual([`sotalk: configuration error: ${message}`]);
     }
-  });
+  }, 60_000);
 });
