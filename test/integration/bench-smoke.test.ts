@@ -66,3 +66,22 @@ it('bench:load --redis cluster runs fan-out on a throwaway Redis Cluster and cou
   expect(Math.abs(result.server_publish_per_send - 1)).toBeLessThan(0.05);
   expect(result.cost_notes.filter((n: string) => n.startsWith('redis'))).toEqual([]);
 }, 150_000);
+
+// The load generator drives the client library: under load every message reaches its receiver's
+// stream once and in order (a repeated or out-of-order seq would be listed in socket_closes).
+it('bench:load client-send runs through the client library and every send is delivered once, in order', async () => {
+  const root = new URL('../../', import.meta.url).pathname;
+  const { stdout } = await promisify(execFile)(
+    process.execPath,
+    ['--import', 'tsx', 'bench/load.ts', '--scenario', 'client-send', '--duration', '1', '--warmup', '0', '--conversations', '4', '--connections', '8'],
+    { cwd: root, env: { ...process.env, BENCH_DATABASE_URL: process.env.TEST_DATABASE_URL ?? '', CRYPTO_POOL_SIZE: '1' }, timeout: 150_000 },
+  );
+  const line = stdout.split('\n').find((l) => l.startsWith('{"scenario":"client-send"'));
+  expect(line, stdout).toBeDefined();
+  const result = JSON.parse(line!);
+  expect(result.error).toBeUndefined();
+  expect(result.sends).toBeGreaterThan(0);
+  expect(result.error_count).toBe(0);
+  expect(result.delivered).toBe(result.sends);
+  expect(result.socket_closes).toEqual({});
+}, 180_000);
