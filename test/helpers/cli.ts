@@ -12,17 +12,18 @@ export interface CliResult {
 
 /** `node bin/sotalk.js …args` with the test defaults and `env` on top; resolves when it exits. */
 export function sotalk(args: string[], env: Record<string, string | undefined> = {}): Promise<CliResult> {
-  return run(process.execPath, ['bin/sotalk.js', ...args], env);
+  return runCommand(process.execPath, ['bin/sotalk.js', ...args], env);
 }
 
 /** A shell pipeline (bash, pipefail) that runs `sotalk` as `$SOTALK`. */
 export function sotalkPipeline(script: string, env: Record<string, string | undefined> = {}): Promise<CliResult> {
-  return run('bash', ['-o', 'pipefail', '-c', script], { ...env, SOTALK: `${process.execPath} bin/sotalk.js` });
+  return runCommand('bash', ['-o', 'pipefail', '-c', script], { ...env, SOTALK: `${process.execPath} bin/sotalk.js` });
 }
 
-function run(cmd: string, args: string[], env: Record<string, string | undefined>): Promise<CliResult> {
+/** `cmd …args` in `cwd` (default: this checkout) with the test defaults and `env` on top; resolves when it exits. */
+export function runCommand(cmd: string, args: string[], env: Record<string, string | undefined>, cwd = REPO_ROOT): Promise<CliResult> {
   const child = spawn(cmd, args, {
-    cwd: REPO_ROOT,
+    cwd,
     env: { ...process.env, NODE_ENV: 'test', LOG_LEVEL: 'warn', CRYPTO_POOL_SIZE: '1', REDIS_URL: '', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

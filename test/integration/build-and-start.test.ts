@@ -2,12 +2,12 @@
 // is a one-line error, never a silent fall-back to the TypeScript sources), and `npm start` on a
 // fresh clone builds first — once, even when two start at the same time.
 // Each test works on a copy of the checkout (sources, bin/, configs; node_modules linked).
-import { spawn } from 'node:child_process';
 import { cpSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, utimesSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import lockfile from 'proper-lockfile';
 import { afterAll, describe, expect, it } from 'vitest';
+import { runCommand } from '../helpers/cli.js';
 import { createTestDatabase } from '../helpers/db.js';
 import { TEST_MASTER_KEY_B64 } from '../helpers/server.js';
 import { REPO, spawnServer } from '../helpers/spawned-server.js';
@@ -29,17 +29,8 @@ function checkout(withDist: boolean): string {
   return dir;
 }
 
-function run(cwd: string, args: string[], env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, args, { cwd, env: { ...process.env, LOG_LEVEL: 'warn', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s));
-  child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
-  return new Promise((resolve, reject) => {
-    child.once('error', reject);
-    child.once('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
+/** `node …args` in the checkout `cwd`. */
+const run = (cwd: string, args: string[], env: Record<string, string>) => runCommand(process.execPath, args, env, cwd);
 
 const BASE64_KEY = /^[A-Za-z0-9+/]{43}=\n$/;
 
