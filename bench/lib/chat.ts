@@ -1,10 +1,8 @@
 // SoTalk as a client sees it: wallet sign-in, conversations, sends, sockets (docs/protocol.md), plus the
 // time stamp every benchmark message carries so a receiver can compute end-to-end latency.
-import { generateKeyPairSync, sign } from 'node:crypto';
-import bs58 from 'bs58';
 import { Packr } from 'msgpackr';
 import WebSocket from 'ws';
-import { SoTalkClient } from '../../client/index.js';
+import { generateWallet, SoTalkClient } from '../../client/index.js';
 import { mapLimit, now } from './common.js';
 import type { HttpClient, HttpResult } from './http-client.js';
 
@@ -30,14 +28,27 @@ async function call(http: HttpClient, method: string, path: string, body: unknow
   return json(r);
 }
 
-/** One new wallet through POST /auth/challenge + /auth/verify (ed25519, base58). */
+/** The client library's `fetch`, answered by the bench's own HTTP client (its pool and timeouts). */
+function fetchThrough(http: HttpClient): typeof fetch {
+  return (async (url: string, init: RequestInit = {}) => {
+    const u = new URL(url);
+    const token = (init.headers as Record<string, string> | undefined)?.authorization?.slice('Bearer '.length);
+    const r = await http.request(init.method ?? 'GET', u.pathname + u.search, init.body === undefined ? undefined : String(init.body), token);
+    if (r.status === 0) throw new TypeError(r.error ?? 'no answer');
+    return new Response(r.status === 204 ? null : new Uint8Array(r.body), { status: r.status });
+  }) as unknown as typeof fetch;
+}
+
+/** One new wallet signed in by the client library (WebCrypto ed25519, challenge and verify). */
 export async function signIn(http: HttpClient): Promise<User> {
-  const { publicKey, privateKey } = generateKeyPairSync('ed25519');
-  const wallet = bs58.encode(publicKey.export({ format: 'der', type: 'spki' }).subarray(-32));
-  const ch = await call(http, 'POST', '/api/v1/auth/challenge', { wallet });
-  const signature = bs58.encode(sign(null, Buffer.from(String(ch.message), 'utf8'), privateKey));
-  const v = await call(http, 'POST', '/api/v1/auth/verify', { wallet, nonce: ch.nonce, signature });
-  return { id: (v.user as { id: string }).id, token: String(v.token) };
+  // the origin is a placeholder: fetchThrough sends every request to the bench's target
+  const client = new SoTalkClient({ baseUrl: 'http://host', wallet: await generateWallet(), fetch: fetchThrough(http) });
+  try {
+    const { token, user } = await client.signIn();
+    return { id: user.id, token };
+  } finally {
+    client.close();
+  }
 }
 
 /** Signs `n` new users in, `concurrency` at a time, printing progress for big counts. */
