@@ -33,13 +33,13 @@ const listening = (port: number) =>
   });
 
 describe('the compiled server', () => {
-  it('runs from an installation without TypeScript tooling: dist/, migrations/, web/ and the runtime dependencies only', async () => {
+  it('runs from an installation without TypeScript tooling: dist/, migrations/, web/, client/ and the runtime dependencies only', async () => {
     expect(existsSync(join(REPO, 'dist/src/cli/main.js')), 'dist/ built by test/run.mjs').toBe(true);
     expect(existsSync(join(REPO, 'dist/workers/crypto-worker.js')), 'the worker is compiled too').toBe(true);
     // a production-like install: no src/, no workers/*.ts, and node_modules without tsx or typescript
     const dir = mkdtempSync(join(tmpdir(), 'sotalk-prod-'));
     cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
-    for (const entry of ['package.json', 'bin', 'dist', 'migrations', 'web']) cpSync(join(REPO, entry), join(dir, entry), { recursive: true });
+    for (const entry of ['package.json', 'bin', 'dist', 'migrations', 'web', 'client']) cpSync(join(REPO, entry), join(dir, entry), { recursive: true });
     const modules = join(dir, 'node_modules');
     cpSync(join(REPO, 'node_modules'), modules, {
       recursive: true,
@@ -67,6 +67,9 @@ describe('the compiled server', () => {
     expect(page.body.messages.map((m: { content: string }) => m.content)).toEqual(['compiled hello']);
     const metrics = await (await fetch(`${server.baseUrl}/metrics`)).text();
     expect(metrics).toMatch(/^sotalk_crypto_task_run_seconds_count [1-9]/m);
+    // the web client and the client library it imports are served from the installation
+    expect(await (await fetch(`${server.baseUrl}/app.js`)).text()).toContain("from '../client/index.js'");
+    expect((await fetch(`${server.baseUrl}/client/index.js`)).status).toBe(200);
   });
 
   it('`npm start` stopped with SIGTERM stops the server: nothing keeps listening', async () => {
