@@ -26,6 +26,13 @@ const WORKER_JS = WORKER_TS.replace(/\.ts$/, '.js');
 /** Raised when a worker's reply does not have the shape of the task it was given. */
 export class WorkerReplyError extends Error {}
 
+// Piscina loads a task file with require() first and import() if that fails. Node 20.19+ can
+// require() an ES module, and a worker terminated while that require() instantiates the module
+// aborts the whole process (V8 "IsGraphAsync ... instantiated module": a CLI job that had
+// finished died with SIGABRT as it closed its pool). Turning require(esm) off in the workers sends
+// Piscina straight to import(), which a termination interrupts safely.
+const NO_REQUIRE_ESM = process.allowedNodeEnvironmentFlags.has('--no-experimental-require-module') ? ['--no-experimental-require-module'] : [];
+
 /**
  * "Encrypt this for conversation c": the message service's only view of cryptography. Callers pass
  * key references and bytes; key material stays here and in the workers (Tink's Aead, batched).
@@ -53,8 +60,8 @@ export class MessageCipher {
         maxThreads: options.poolSize,
         idleTimeout: 60_000,
         workerData: { masterKeys: options.keyring.exportForWorkers() },
-        // TypeScript worker files load through tsx, in tests and in production alike.
-        execArgv: compiled ? [] : ['--import', import.meta.resolve('tsx')],
+        // TypeScript worker files load through tsx (a development checkout without dist/).
+        execArgv: [...(compiled ? [] : ['--import', import.meta.resolve('tsx')]), ...NO_REQUIRE_ESM],
       });
       // A worker that fails to start or dies is replaced by Piscina; its task rejects. Never fatal.
       this.#pool.on('error', (err: unknown) => options.onWorkerError?.(err));
