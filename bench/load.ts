@@ -553,7 +553,9 @@ async function clientSend(ctx: Ctx) {
   const convs = await setupConversations(ctx, O.conversations);
   const deliveries = new Deliveries();
   const closes = new Errors();
-  const senders = convs.map((c) => libraryClient(ctx.target.baseUrl, c.sender, O.timeoutMs));
+  // The senders' requests go through the bench's HTTP client (--client, as in http-send), so the
+  // two scenarios differ by the library alone; --client fetch gives the library Node's fetch.
+  const senders = convs.map((c) => libraryClient(ctx.target.baseUrl, c.sender, O.timeoutMs, ctx.http));
   const receivers = await mapLimit(convs.length, 64, async (i) => {
     const client = libraryClient(ctx.target.baseUrl, convs[i]!.receiver, O.timeoutMs);
     const live = client.live({ encoding: O.wsFormat });
@@ -570,7 +572,7 @@ async function clientSend(ctx: Ctx) {
     })();
     return { client, live };
   });
-  console.log(`  ${convs.length} ${O.convType} conversations, ${receivers.length} library live connections (${O.wsFormat}), ${O.connections} concurrent sendMessage calls`);
+  console.log(`  ${convs.length} ${O.convType} conversations, ${receivers.length} library live connections (${O.wsFormat}), ${O.connections} concurrent sendMessage calls (${ctx.http.kind} client)`);
   const op: Op = async (n, stamp) => {
     const i = n % convs.length;
     try {

@@ -29,7 +29,7 @@ async function call(http: HttpClient, method: string, path: string, body: unknow
 }
 
 /** The client library's `fetch`, answered by the bench's own HTTP client (its pool and timeouts). */
-function fetchThrough(http: HttpClient): typeof fetch {
+export function fetchThrough(http: HttpClient): typeof fetch {
   return (async (url: string, init: RequestInit = {}) => {
     const u = new URL(url);
     const token = (init.headers as Record<string, string> | undefined)?.authorization?.slice('Bearer '.length);
@@ -119,9 +119,10 @@ export function stampOf(text: string | null): number {
 }
 
 /** A client-library client for a bench user signed in earlier (its token lives a day). */
-export function libraryClient(baseUrl: string, user: User, timeoutMs: number): SoTalkClient {
+export function libraryClient(baseUrl: string, user: User, timeoutMs: number, http?: HttpClient): SoTalkClient {
   return new SoTalkClient({
     baseUrl,
+    ...(http ? { fetch: fetchThrough(http) } : {}),
     session: { token: user.token, expiresAt: Date.now() + 3_600_000, user: { id: user.id } as SoTalkClient['user'] & object },
     timeoutMs,
   });
