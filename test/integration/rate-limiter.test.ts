@@ -5,6 +5,7 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ApiError } from '../../src/errors.js';
 import { RateLimiter } from '../../src/services/rate-limiter.js';
+import { awayFromWindowEdge } from '../helpers/rate-window.js';
 import { startRedis, type ThrowawayRedis } from '../helpers/redis-server.js';
 import { createRedis, type RedisClient } from '../../src/redis.js';
 
@@ -62,7 +63,7 @@ describe('RateLimiter on Redis', () => {
   it('1,000 takes over 20 keys on two instances cost far fewer than one Redis command each', { timeout: 30_000 }, async () => {
     const [a, b] = [await limiter(), await limiter()];
     const limit = { max: 6000, windowMs: 60_000 };
-    if (60_000 - (Date.now() % 60_000) < 8_000) await new Promise((r) => setTimeout(r, 60_000 - (Date.now() % 60_000) + 100));
+    await awayFromWindowEdge();
     const window = Math.floor(Date.now() / 60_000);
     const before = await commands();
     for (let i = 0; i < 1000; i++) {
@@ -81,7 +82,7 @@ describe('RateLimiter on Redis', () => {
   it('1,000 takes of one key (the worst case) cost at most one command per allowance plus one per interval', async () => {
     const l = await limiter();
     const limit = { max: 6000, windowMs: 60_000 }; // allowance 5
-    if (60_000 - (Date.now() % 60_000) < 8_000) await new Promise((r) => setTimeout(r, 60_000 - (Date.now() % 60_000) + 100));
+    await awayFromWindowEdge();
     const before = await commands();
     const started = Date.now();
     await Promise.all(Array.from({ length: 1000 }, () => l.take('hot', 'k', limit)));
@@ -116,7 +117,7 @@ describe('RateLimiter on Redis', () => {
   it('small limits are exact across instances (counted in Redis on every take)', { timeout: 30_000 }, async () => {
     const [a, b] = [await limiter(), await limiter()];
     const limit = { max: 5, windowMs: 60_000 };
-    if (60_000 - (Date.now() % 60_000) < 8_000) await new Promise((r) => setTimeout(r, 60_000 - (Date.now() % 60_000) + 100));
+    await awayFromWindowEdge();
     const results = [];
     for (let i = 0; i < 8; i++) results.push(await admitted(i % 2 ? a : b, 'small', limit));
     expect(results).toEqual([true, true, true, true, true, false, false, false]);
@@ -158,7 +159,7 @@ describe('RateLimiter on Redis', () => {
     const l = await limiter({ redisTimeoutMs: 100 });
     const limit = { max: 6000, windowMs: 60_000 };
     // all of it inside one one-minute window
-    if (60_000 - (Date.now() % 60_000) < 8_000) await new Promise((r) => setTimeout(r, 60_000 - (Date.now() % 60_000) + 100));
+    await awayFromWindowEdge();
     const key = `sotalk:rl:p:k:${Math.floor(Date.now() / 60_000)}`;
     await redis.pause(1500, 'ALL');
     const started = Date.now();
@@ -192,7 +193,7 @@ describe('RateLimiter on Redis', () => {
   it('a small limit falls back to local counting while Redis is paused, and is shared again after', { timeout: 30_000 }, async () => {
     const l = await limiter({ redisTimeoutMs: 100 });
     const limit = { max: 4, windowMs: 60_000 };
-    if (60_000 - (Date.now() % 60_000) < 8_000) await new Promise((r) => setTimeout(r, 60_000 - (Date.now() % 60_000) + 100));
+    await awayFromWindowEdge();
     await redis.pause(800, 'ALL');
     const started = Date.now();
     const during = [];
