@@ -8,16 +8,10 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { apiClient, type ApiResponse } from '../helpers/http.js';
 import { signIn, startRedisPair, startTestServer, type SignedInUser, type TestServer } from '../helpers/server.js';
 import { openSocket, type TestSocket } from '../helpers/socket.js';
+import { awayFromWindowEdge } from '../helpers/rate-window.js';
 import { newWallet, type TestWallet } from '../helpers/wallet.js';
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 vi.setConfig({ testTimeout: 60_000 });
-
-/** Waits, if needed, until at least `ms` remain in the current one-minute window. */
-async function freshWindow(ms = 20_000): Promise<void> {
-  const left = 60_000 - (Date.now() % 60_000);
-  if (left < ms) await sleep(left + 100);
-}
 
 function expectRateLimited(res: ApiResponse): void {
   expect(res.status, JSON.stringify(res.body)).toBe(429);
@@ -52,7 +46,7 @@ describe('sign-in cannot be locked out by others', () => {
   });
 
   it("challenges for a victim's wallet from many addresses leave the victim's own sign-in intact", async () => {
-    await freshWindow();
+    await awayFromWindowEdge(20_000);
     const victim = newWallet();
     // five attacking addresses spend their whole budget on the victim's wallet
     for (let a = 1; a <= 5; a++) {
@@ -74,7 +68,7 @@ describe('sign-in cannot be locked out by others', () => {
   });
 
   it('X-Forwarded-For is believed only as far as TRUST_PROXY_HOPS: entries a client adds on the left do not count', async () => {
-    await freshWindow();
+    await awayFromWindowEdge(20_000);
     const w = newWallet().address;
     // the trusted proxy appends the real address (10.9.9.9); the client's own entries vary
     for (let i = 0; i < 4; i++) expect((await challenge(srv.baseUrl, w, `1.1.1.${i}, 10.9.9.9`)).status).toBe(200);
@@ -84,7 +78,7 @@ describe('sign-in cannot be locked out by others', () => {
   it('without TRUST_PROXY_HOPS the header is ignored: the peer address is limited', async () => {
     const direct = await startTestServer({ env: { RATE_LIMIT_SIGNIN_PER_ADDRESS_PER_MIN: '4' } });
     try {
-      await freshWindow();
+      await awayFromWindowEdge(20_000);
       for (let i = 0; i < 4; i++) expect((await challenge(direct.baseUrl, newWallet().address, `10.1.0.${i}`)).status).toBe(200);
       expectRateLimited(await challenge(direct.baseUrl, newWallet().address, '10.1.0.99'));
     } finally {
@@ -127,7 +121,7 @@ describe('write paths and search have per-user limits', () => {
 
   it('edits: the third in a minute is 429; another user is unaffected', async () => {
     const [a, b] = await Promise.all([signIn(srv.baseUrl), signIn(srv.baseUrl)]);
-    await freshWindow();
+    await awayFromWindowEdge(20_000);
     const g = await group(a, [b]);
     const m = await send(a, g);
     for (let i = 0; i < 2; i++) expect((await a.api.patch(`/api/v1/messages/${m.id}`, { content: `edit ${i}` })).status).toBe(200);
@@ -141,7 +135,7 @@ describe('write paths and search have per-user limits', () => {
 
   it('deletes: the third in a minute is 429', async () => {
     const a = await signIn(srv.baseUrl);
-    await freshWindow();
+    await awayFromWindowEdge(20_000);
     const g = await group(a);
     const ms = [await send(a, g), await send(a, g), await send(a, g)];
     for (const m of ms.slice(0, 2)) expect((await a.api.delete(`/api/v1/messages/${m.id}`)).status).toBe(200);
@@ -150,7 +144,7 @@ describe('write paths and search have per-user limits', () => {
 
   it('rotate-key: the third in a minute is 429 and the version does not move', async () => {
     const a = await signIn(srv.baseUrl);
-    await freshWindow();
+    await awayFromWindowEdge(20_000);
     const g = await group(a);
     for (let i = 0; i < 2; i++) expect((await a.api.post(`/api/v1/conversations/${g}/rotate-key`)).status).toBe(200);
     expectRateLimited(await a.api.post(`/api/v1/conversations/${g}/rotate-key`));
@@ -159,7 +153,7 @@ describe('write paths and search have per-user limits', () => {
 
   it('conversation creation: groups and new direct conversations count, reaching an existing one does not', async () => {
     const [a, b, c, d] = await Promise.all([signIn(srv.baseUrl), signIn(srv.baseUrl), signIn(srv.baseUrl), signIn(srv.baseUrl)]);
-    await freshWindow();
+    await awayFromWindowEdge(20_000);
     await group(a);
     const direct = await a.api.post('/api/v1/conversations', { type: 'direct', member_ids: [b.user.id] });
     expect(direct.status).toBe(201);
@@ -176,7 +170,7 @@ describe('write paths and search have per-user limits', () => {
 
   it('member changes: adds and removes share one budget', async () => {
     const [a, b, c] = await Promise.all([signIn(srv.baseUrl), signIn(srv.baseUrl), signIn(srv.baseUrl)]);
-    await freshWindow();
+    await awayFromWindowEdge(20_000);
     const g = await group(a);
     expect((await a.api.post(`/api/v1/conversations/${g}/members`, { user_id: b.user.id })).status).toBe(200);
     expect((await a.api.delete(`/api/v1/conversations/${g}/members/${b.user.id}`)).status).toBe(204);
@@ -185,7 +179,7 @@ describe('write paths and search have per-user limits', () => {
 
   it('receipts: HTTP and socket share one budget; a refused socket receipt is an error frame', async () => {
     const [a, b] = await Promise.all([signIn(srv.baseUrl), signIn(srv.baseUrl)]);
-    await freshWindow();
+    await awayFromWindowEdge(20_000);
     const g = await group(a, [b]);
     await send(a, g);
     await send(a, g);
@@ -202,7 +196,7 @@ describe('write paths and search have per-user limits', () => {
 
   it('search: the third in a minute is 429', async () => {
     const a = await signIn(srv.baseUrl);
-    await freshWindow();
+    await awayFromWindowEdge(20_000);
     for (let i = 0; i < 2; i++) expect((await a.api.get('/api/v1/search?q=hello')).status).toBe(200);
     expectRateLimited(await a.api.get('/api/v1/search?q=hello'));
   });
@@ -221,7 +215,7 @@ describe('with Redis, two instances share each budget', () => {
 
   it('one rotate-key on A and one on B spend the budget: the third is 429 on either', async () => {
     const a = await signIn(A.baseUrl);
-    await freshWindow();
+    await awayFromWindowEdge(20_000);
     const created = await a.api.post('/api/v1/conversations', { type: 'group', title: 'g', member_ids: [] });
     const g = created.body.conversation.id;
     const onB = apiClient(B.baseUrl, a.token);

@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { apiClient } from '../helpers/http.js';
 import { signIn, startRedisPair, startTestServer, type SignedInUser, type TestServer } from '../helpers/server.js';
 import { openSocket, type TestSocket } from '../helpers/socket.js';
+import { awayFromWindowEdge } from '../helpers/rate-window.js';
 import { newWallet } from '../helpers/wallet.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -26,12 +27,6 @@ afterAll(async () => {
   await Promise.all(sockets.map((s) => s.close().catch(() => {})));
   await srv?.close();
 });
-
-/** Waits, if needed, until at least `ms` remain in the current one-minute window. */
-async function freshWindow(ms = 20_000): Promise<void> {
-  const left = 60_000 - (Date.now() % 60_000);
-  if (left < ms) await sleep(left + 100);
-}
 
 async function connect(s: TestServer, u: SignedInUser): Promise<TestSocket> {
   const sock = await openSocket(s.baseUrl, u.token);
@@ -66,7 +61,7 @@ describe('send limit (RATE_LIMIT_SEND_PER_MIN=5)', () => {
   it('the 6th HTTP send in a minute is 429 with Retry-After; nothing is stored for it', async () => {
     const [a, b] = await Promise.all([signIn(srv.baseUrl), signIn(srv.baseUrl)]);
     const d = await direct(srv, a, b);
-    await freshWindow();
+    await awayFromWindowEdge(20_000);
     for (let i = 1; i <= 5; i++) expect((await httpSend(srv, a, d, `http ${i}`)).status).toBe(201);
     expectRateLimited(await httpSend(srv, a, d, 'http 6'));
     expectRateLimited(await httpSend(srv, a, d, 'http 7'));
@@ -82,7 +77,7 @@ describe('send limit (RATE_LIMIT_SEND_PER_MIN=5)', () => {
     const [a, b] = await Promise.all([signIn(srv.baseUrl), signIn(srv.baseUrl)]);
     const d = await direct(srv, a, b);
     const sock = await connect(srv, a);
-    await freshWindow();
+    await awayFromWindowEdge(20_000);
     for (let i = 1; i <= 3; i++) expect((await httpSend(srv, a, d, `mixed http ${i}`)).status).toBe(201);
     for (let i = 4; i <= 5; i++) expect((await socketSend(sock, `s${i}`, d, `mixed socket ${i}`)).type).toBe('ack');
     // 6th: over the socket
@@ -99,7 +94,7 @@ describe('send limit (RATE_LIMIT_SEND_PER_MIN=5)', () => {
     const [a, b] = await Promise.all([signIn(srv.baseUrl), signIn(srv.baseUrl)]);
     const d = await direct(srv, a, b);
     const sock = await connect(srv, a);
-    await freshWindow();
+    await awayFromWindowEdge(20_000);
     for (let i = 1; i <= 5; i++) expect((await socketSend(sock, `t${i}`, d, `socket ${i}`)).type).toBe('ack');
     expectRateLimited(await httpSend(srv, a, d, 'http after 5 socket sends'));
   });
@@ -114,7 +109,7 @@ describe('sign-in limit (RATE_LIMIT_SIGNIN_PER_MIN=3)', () => {
   it("a wallet's 4th proven sign-in in a minute is 429 with Retry-After; unproven challenges do not count; other wallets are not affected", async () => {
     const anon = apiClient(srv.baseUrl);
     const w = newWallet();
-    await freshWindow();
+    await awayFromWindowEdge(20_000);
     // challenges nobody answers (anyone can ask for them) spend nothing of the wallet's budget
     for (let i = 0; i < 5; i++) expect((await anon.post('/api/v1/auth/challenge', { wallet: w.address })).status).toBe(200);
     for (let i = 0; i < 3; i++) await signIn(srv.baseUrl, w);
@@ -131,7 +126,7 @@ describe('typing limit (RATE_LIMIT_TYPING_PER_MIN=3)', () => {
     const [a, b] = await Promise.all([signIn(srv.baseUrl), signIn(srv.baseUrl)]);
     const d = await direct(srv, a, b);
     const [sa, sb] = await Promise.all([connect(srv, a), connect(srv, b)]);
-    await freshWindow();
+    await awayFromWindowEdge(20_000);
     for (let i = 1; i <= 3; i++) sa.send({ type: 'typing', request_id: `ty${i}`, conversation_id: d });
     sa.send({ type: 'typing', request_id: 'ty4', conversation_id: d });
     const err = await sa.next((f) => f.request_id === 'ty4');
@@ -159,7 +154,7 @@ describe('two instances with Redis share the budget', () => {
     const [a, b] = await Promise.all([signIn(A.baseUrl), signIn(A.baseUrl)]);
     const d = await direct(A, a, b);
     const sockOnB = await connect(B, a);
-    await freshWindow();
+    await awayFromWindowEdge(20_000);
     for (let i = 1; i <= 3; i++) expect((await httpSend(A, a, d, `A ${i}`)).status).toBe(201);
     expect((await httpSend(B, a, d, 'B 4')).status).toBe(201);
     expect((await socketSend(sockOnB, 'b5', d, 'B socket 5')).type).toBe('ack');
@@ -170,7 +165,7 @@ describe('two instances with Redis share the budget', () => {
 
   it('proven sign-ins of a wallet are shared too', async () => {
     const w = newWallet();
-    await freshWindow();
+    await awayFromWindowEdge(20_000);
     await signIn(A.baseUrl, w);
     await signIn(B.baseUrl, w);
     await signIn(A.baseUrl, w);
