@@ -90,10 +90,16 @@ async function waitUntil(cond: () => boolean | Promise<boolean>, timeoutMs: numb
   }
 }
 
-/** Two instances on one database and one Redis. */
+/**
+ * Two instances on one database and one Redis, returned once both are ready. An instance listens
+ * before its Redis connection is up (it works alone without Redis) and is not ready until it is; a
+ * cluster client's first slot refresh can take seconds on a loaded machine, and events published
+ * before then are dropped (best-effort), so tests start on ready instances.
+ */
 async function startPair(redisUrl: string): Promise<[TestServer, TestServer]> {
   const a = await startTestServer({ env: { REDIS_URL: redisUrl } });
   const b = await startTestServer({ env: { REDIS_URL: redisUrl }, database: a.database });
+  await waitUntil(async () => (await readyz(a)) === 200 && (await readyz(b)) === 200, 20_000, 'both instances to be ready');
   return [a, b];
 }
 
@@ -130,7 +136,7 @@ describe.each(REDIS_TARGETS)('two instances on one Postgres and $redis', ({ url 
     await A?.close();
   });
 
-  it('both instances are ready (database and Redis reachable)', async () => {
+  it('both instances become ready (database and Redis reachable) and stay so', async () => {
     expect(await readyz(A)).toBe(200);
     expect(await readyz(B)).toBe(200);
   });
