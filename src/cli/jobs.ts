@@ -13,26 +13,32 @@ import { createLogger } from '../log.js';
 import { AuditLog } from '../services/audit-log.js';
 import { KeyJobs, type Progress, type ReencryptReport } from '../services/key-jobs.js';
 
-/** Progress on stderr, at most once a second: done / total, rate and time left. */
-export function progressPrinter(label: string, stream: NodeJS.WritableStream = process.stderr): Progress {
-  const started = performance.now();
-  let last = 0;
+/**
+ * Progress on stderr: the first update at once (the job has started: 0/total), then at most once a
+ * second: done / total, rate and time left.
+ */
+export function progressPrinter(label: string, stream: NodeJS.WritableStream = process.stderr, clock: () => number = () => performance.now()): Progress {
+  const now = clock;
+  const started = now();
+  // Not 0: performance.now() counts from the process's start, so a job that began within its first
+  // second would have had its opening line swallowed.
+  let last = -Infinity;
   const line = (done: number, total: number) => {
-    const seconds = (performance.now() - started) / 1000;
+    const seconds = (now() - started) / 1000;
     const rate = seconds > 0 ? done / seconds : 0;
     const pct = total > 0 ? ((100 * done) / total).toFixed(1) : '100.0';
-    const left = rate > 0 ? `, ~${Math.ceil((total - done) / rate)} s left` : '';
+    const left = rate > 0 && done < total ? `, ~${Math.ceil((total - done) / rate)} s left` : '';
     return `${label}: ${done}/${total} (${pct}%), ${Math.round(rate)} msg/s${left}`;
   };
   return {
     update(done, total) {
-      const now = performance.now();
-      if (now - last < 1000) return;
-      last = now;
+      const at = now();
+      if (at - last < 1000) return;
+      last = at;
       stream.write(line(done, total) + '\n');
     },
     finish(done, total) {
-      stream.write(`${line(done, total)} — done in ${((performance.now() - started) / 1000).toFixed(1)} s\n`);
+      stream.write(`${line(done, total)} — done in ${((now() - started) / 1000).toFixed(1)} s\n`);
     },
   };
 }

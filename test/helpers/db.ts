@@ -36,3 +36,16 @@ export async function createTestDatabase(): Promise<TestDatabase> {
     },
   };
 }
+
+/**
+ * A pg pool for a test's own queries. Its idle connections may be cut while it ends — pool.end()
+ * resolves before they have closed, and a database dropped WITH (FORCE) right after terminates them
+ * ("terminating connection due to administrator command") — or while a test stops Postgres on
+ * purpose: such an error is expected, and a pool without an 'error' listener would rethrow it as an
+ * uncaught exception. Queries still fail the test the normal way.
+ */
+export function testPool(connectionString: string, max: number): pg.Pool {
+  const pool = new pg.Pool({ connectionString, max });
+  pool.on('error', () => {});
+  return pool;
+}

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import pg from 'pg';
 import { loadConfig } from '../../src/config.js';
 import { startServer, type RunningServer, type ServerDeps } from '../../src/main.js';
-import { createTestDatabase, type TestDatabase } from './db.js';
+import { createTestDatabase, type TestDatabase, testPool } from './db.js';
 import { apiClient, type ApiClient } from './http.js';
 import { newWallet, type TestWallet } from './wallet.js';
 
@@ -44,7 +44,7 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
     ...options.env,
   });
   const server = await startServer(config, options.deps);
-  const pool = new pg.Pool({ connectionString: database.url, max: 4 });
+  const pool = testPool(database.url, 4);
   return {
     baseUrl: `http://127.0.0.1:${server.port}`,
     port: server.port,

@@ -4,11 +4,10 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createServer } from 'node:net';
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateWallet, SoTalkClient, SoTalkError, type LiveConnection } from '../../client/index.js';
 import type { Message } from '../../client/types.js';
-import { createTestDatabase } from '../helpers/db.js';
+import { createTestDatabase, testPool } from '../helpers/db.js';
 import { startRedisPair, startTestServer, TEST_MASTER_KEY_B64, type TestServer } from '../helpers/server.js';
 import { spawnServer } from '../helpers/spawned-server.js';
 
@@ -177,7 +176,7 @@ it('a server process restarted in the middle of a conversation: every message re
     expect(got.map((m) => m.content)).toEqual(range(1, total).map((i) => `m${i}`));
     expect(states).toContain('offline');
     expect(bobLive.state).toBe('live');
-    const pool = new pg.Pool({ connectionString: database.url, max: 1 });
+    const pool = testPool(database.url, 1);
     const stored = await pool.query('SELECT count(*)::int AS n FROM messages WHERE conversation_id = $1', [conversation.id]);
     await pool.end();
     expect(stored.rows[0].n).toBe(total);

@@ -8,7 +8,7 @@ import { loadConfig } from '../../src/config.js';
 import { loadMigrations, migrateDown, migrateUp, migrationStatus } from '../../src/db/migrations.js';
 import { uwsIsNative } from '../../src/http/uws.js';
 import { startServer } from '../../src/main.js';
-import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
+import { createTestDatabase, type TestDatabase, testPool } from '../helpers/db.js';
 
 const ROOT = new URL('../../', import.meta.url).pathname;
 
@@ -20,7 +20,7 @@ describe('migrations on Postgres', () => {
   let pool: pg.Pool;
   beforeAll(async () => {
     db = await createTestDatabase();
-    pool = new pg.Pool({ connectionString: db.url, max: 8 });
+    pool = testPool(db.url, 8);
   });
   afterAll(async () => {
     await pool.end();
@@ -65,7 +65,7 @@ describe('migrations on Postgres', () => {
 describe('two concurrent migrators', () => {
   it('apply each migration exactly once', async () => {
     const db = await createTestDatabase();
-    const pools = [0, 1, 2, 3].map(() => new pg.Pool({ connectionString: db.url, max: 2 }));
+    const pools = [0, 1, 2, 3].map(() => testPool(db.url, 2));
     try {
       const results = await Promise.all(pools.map((p) => migrateUp(p)));
       const applied = results.flat().sort((x, y) => x - y);

@@ -10,10 +10,9 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Packr } from 'msgpackr';
-import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { createTestDatabase } from '../helpers/db.js';
+import { createTestDatabase, testPool } from '../helpers/db.js';
 import { signIn, startTestServer, type SignedInUser } from '../helpers/server.js';
 import { spawnServer } from '../helpers/spawned-server.js';
 import { openSocket, type TestSocket } from '../helpers/socket.js';
@@ -184,7 +183,7 @@ describe('SIGTERM during a burst of sends', () => {
     expect(server.lines.some((l) => l.includes('"sotalk stopped"'))).toBe(true);
 
     // Every acknowledged message is in the database…
-    const pool = new pg.Pool({ connectionString: db.url, max: 2 });
+    const pool = testPool(db.url, 2);
     try {
       const ids = [...acked.values()].map((v) => v.id);
       const { rows } = await pool.query<{ id: string }>('SELECT id FROM messages WHERE id = ANY($1::uuid[])', [ids]);

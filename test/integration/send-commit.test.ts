@@ -9,7 +9,7 @@ import type { NewMessage } from '../../src/db/messages.js';
 import { commitSendBatch } from '../../src/db/send-commit.js';
 import { createLogger } from '../../src/log.js';
 import { SendBatcher } from '../../src/services/send-batcher.js';
-import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
+import { createTestDatabase, type TestDatabase, testPool } from '../helpers/db.js';
 
 let db: TestDatabase;
 let pool: pg.Pool;
@@ -49,7 +49,7 @@ function message(conversationId: string, senderId: string, over: Partial<NewMess
 
 beforeAll(async () => {
   db = await createTestDatabase();
-  pool = new pg.Pool({ connectionString: db.url, max: 4 });
+  pool = testPool(db.url, 4);
   await migrateUp(pool);
 });
 
