@@ -6,6 +6,7 @@
 //   npm run bench:load -- --scenario http-send --duration 30 --rate 70%
 //   npm run bench:load -- --url http://127.0.0.1:8080 --pg-url postgresql://postgres@127.0.0.1/sotalk
 //   npm run bench:load -- --scenario fanout --redis cluster   # spawned server on a throwaway Redis Cluster
+import { randomUUID } from 'node:crypto';
 import { appendFileSync } from 'node:fs';
 import type WebSocket from 'ws';
 import {
@@ -66,6 +67,11 @@ const SPEC: Record<string, OptionSpec> = {
   redis: {
     help: 'cluster: start a throwaway 3-master Redis Cluster (installed redis-server, redis-cli) and run the spawned server and the Redis figures on it (REDIS_URL=redis+cluster://…; an existing cluster: set REDIS_URL to its redis+cluster:// URL instead)',
   },
+  'client-message-ids': {
+    default: 'false',
+    boolean: true,
+    help: 'http-send, ws-send: a fresh random client_message_id on every send (idempotent sends, as the client library makes them)',
+  },
   'db-as-is': { default: 'false', boolean: true, help: 'spawned server: use DATABASE_URL as is (no CREATE/DROP DATABASE)' },
   out: { help: 'also append each JSON line to this file' },
   'max-runtime': { help: 'hard stop in seconds (default: computed from the scenarios)' },
@@ -118,6 +124,7 @@ const O = {
   wsFormat: (a['ws-format'] === 'msgpack' ? 'msgpack' : 'json') as Format,
   client: a.client ?? 'auto',
   timeoutMs: num(a, 'timeout', 0.1, 600) * 1000,
+  clientMessageIds: bool(a, 'client-message-ids'),
 };
 if (!['direct', 'group'].includes(a['conv-type']!)) fail('--conv-type must be direct or group');
 if (!['json', 'msgpack'].includes(a['ws-format']!)) fail('--ws-format must be json or msgpack');
@@ -508,6 +515,8 @@ async function sendScenario(ctx: Ctx, name: 'http-send' | 'ws-send' | 'client-se
   return {
     scenario: name,
     connections: concurrency,
+    // client-send always sends one (the library does)
+    client_message_ids: name === 'client-send' || O.clientMessageIds,
     conversations: convs.length,
     conv_type: O.convType,
     size: O.size,
@@ -526,15 +535,19 @@ async function sendScenario(ctx: Ctx, name: 'http-send' | 'ws-send' | 'client-se
 // ---------------------------------------------------------------------------------------------
 // Scenarios
 
+/** With --client-message-ids: a fresh id per send (never a retry, so every send is stored). */
+const cmid = (): { client_message_id?: string } => (O.clientMessageIds ? { client_message_id: randomUUID() } : {});
+
 async function httpSend(ctx: Ctx) {
   const convs = await setupConversations(ctx, O.conversations);
   const deliveries = new Deliveries();
   const closes = new Errors();
   const receivers = await openReceivers(ctx, convs.map((c) => c.receiver), deliveries, closes);
-  console.log(`  ${convs.length} ${O.convType} conversations, ${receivers.length} receiver sockets, ${O.connections} concurrent POST /api/v1/messages (${ctx.http.kind} client)`);
+  console.log(`  ${convs.length} ${O.convType} conversations, ${receivers.length} receiver sockets, ${O.connections} concurrent POST /api/v1/messages (${ctx.http.kind} client)${O.clientMessageIds ? ', a client_message_id on every send' : ''}`);
   const op: Op = async (n, stamp) => {
     const c = convs[n % convs.length]!;
-    const r = await ctx.http.request('POST', '/api/v1/messages', JSON.stringify({ conversation_id: c.id, content: content(O.size, stamp) }), c.sender.token);
+    const body = { conversation_id: c.id, content: content(O.size, stamp), ...cmid() };
+    const r = await ctx.http.request('POST', '/api/v1/messages', JSON.stringify(body), c.sender.token);
     return r.status === 201 ? null : r.status === 0 ? r.error! : String(r.status);
   };
   try {
@@ -633,14 +646,14 @@ async function wsSend(ctx: Ctx) {
     });
     return s;
   });
-  console.log(`  ${convs.length} ${O.convType} conversations, ${receivers.length} receiver sockets, ${senders.length} sender sockets × ${O.pipeline} in flight (${O.wsFormat})`);
+  console.log(`  ${convs.length} ${O.convType} conversations, ${receivers.length} receiver sockets, ${senders.length} sender sockets × ${O.pipeline} in flight (${O.wsFormat})${O.clientMessageIds ? ', a client_message_id on every send' : ''}`);
   const op: Op = (n, stamp) => {
     const s = senders[n % senders.length]!;
     if (s.closed) return sleep(10).then(() => 'ws:closed');
     const id = ++requestId;
     return new Promise((resolve) => {
       s.pending.set(id, resolve);
-      s.ws.send(encodeFrame({ type: 'send', request_id: id, conversation_id: s.conv.id, content: content(O.size, stamp) }, O.wsFormat));
+      s.ws.send(encodeFrame({ type: 'send', request_id: id, conversation_id: s.conv.id, content: content(O.size, stamp), ...cmid() }, O.wsFormat));
     });
   };
   try {

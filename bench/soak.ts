@@ -22,8 +22,8 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import bs58 from 'bs58';
-import pg from 'pg';
 import WebSocket from 'ws';
+import { adminQuery } from './lib/target.js';
 
 const REPO = fileURLToPath(new URL('..', import.meta.url));
 const DEFAULT_ADMIN_URL = 'postgresql://postgres@127.0.0.1:5432/postgres';
@@ -102,16 +102,6 @@ interface Target {
   close(): Promise<number | null>;
   /** Log lines of a spawned server at warn or above (and stderr). */
   problems: string[];
-}
-
-async function adminQuery(url: string, sql: string): Promise<void> {
-  const c = new pg.Client({ connectionString: url });
-  await c.connect();
-  try {
-    await c.query(sql);
-  } finally {
-    await c.end();
-  }
 }
 
 async function openTarget(o: Options): Promise<Target> {

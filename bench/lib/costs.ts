@@ -108,7 +108,7 @@ const PG_AUX = /^postgres: (?:.*: )?(checkpointer|background writer|walwriter|au
  * that is the postgres binary or a "postgres: …" title), the postmaster's reaped children
  * included; and of the subset that works for `database`.
  */
-function postgresSeconds(database: string | undefined): { all: number; db: number } | null {
+export function postgresSeconds(database: string | undefined): { all: number; db: number } | null {
   let pids: string[];
   try {
     pids = readdirSync('/proc').filter((p) => /^\d+$/.test(p));

@@ -21,7 +21,7 @@ it('npm run bench runs to the end (brief mode)', async () => {
 it('every `npm run bench*` script prints its help for --help and refuses an unknown option', async () => {
   const root = new URL('../../', import.meta.url).pathname;
   const scripts = Object.keys(JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')).scripts).filter((s) => /^bench(:|$)/.test(s));
-  expect(scripts).toEqual(expect.arrayContaining(['bench', 'bench:load', 'bench:pool', 'bench:soak', 'bench:search', 'bench:rate-limiter']));
+  expect(scripts).toEqual(expect.arrayContaining(['bench', 'bench:load', 'bench:pool', 'bench:soak', 'bench:search', 'bench:rate-limiter', 'bench:commit']));
   const npm = (args: string[]) =>
     promisify(execFile)('npm', ['run', '--silent', ...args], { cwd: root, env: { ...process.env, BENCH_TIME_MS: '10' }, timeout: 60_000 }).then(
       ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
@@ -85,3 +85,18 @@ it('bench:load client-send runs through the client library and every send is del
   expect(result.delivered).toBe(result.sends);
   expect(result.socket_closes).toEqual({});
 }, 180_000);
+
+// bench:commit briefly: it runs to the end, every message is stored, and its JSON line reports the
+// scans per call (the numbers themselves are test/integration/send-commit.test.ts's business).
+it('bench:commit runs the group commit alone and reports its costs', async () => {
+  const root = new URL('../../', import.meta.url).pathname;
+  const { stdout } = await promisify(execFile)(
+    process.execPath,
+    ['--import', 'tsx', 'bench/send-commit.ts', '--flushes', '40', '--batch', '8', '--conversations', '8', '--client-message-ids', '--replies'],
+    { cwd: root, env: { ...process.env, BENCH_DATABASE_URL: process.env.TEST_DATABASE_URL ?? '' }, timeout: 120_000 },
+  );
+  const result = JSON.parse(stdout.split('\n').find((l) => l.startsWith('{'))!);
+  expect(result).toMatchObject({ bench: 'send-commit', flushes: 40, batch: 8, rejected: 0 });
+  expect(result.messages_per_s).toBeGreaterThan(0);
+  expect(Object.keys(result.seq_scans_per_call).sort()).toEqual(['conversation_keys', 'conversation_members', 'conversations', 'messages']);
+}, 150_000);

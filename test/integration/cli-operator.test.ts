@@ -142,12 +142,12 @@ describe('live instances: rotate-master and migrate down', () => {
     const server = await startTestServer({ database: own, env: { ENCRYPTION_MASTER_KEY: KEY_A } });
     const refused = await sotalk(['migrate', 'down'], cli);
     expect(refused.code).toBe(1);
-    expect(errorLines(refused.stderr)).toEqual([expect.stringMatching(/^sotalk: migrate down would revert 0009_instances while 1 live instance\(s\) use this database .*pass --yes$/)]);
-    expect(await query(own.url, 'SELECT max(version) AS v FROM schema_migrations')).toEqual([{ v: 9 }]);
+    expect(errorLines(refused.stderr)).toEqual([expect.stringMatching(/^sotalk: migrate down would revert 0010_send_batch_probes while 1 live instance\(s\) use this database .*pass --yes$/)]);
+    expect(await query(own.url, 'SELECT max(version) AS v FROM schema_migrations')).toEqual([{ v: 10 }]);
     await server.close();
     const ran = await sotalk(['migrate', 'down'], cli);
     expect(ran.code, ran.stderr).toBe(0);
-    expect(ran.stdout).toBe('reverting 0009_instances\nreverted: 9\n');
+    expect(ran.stdout).toBe('reverting 0010_send_batch_probes\nreverted: 10\n');
     expect((await sotalk(['migrate', 'up'], cli)).code).toBe(0);
   });
 });
