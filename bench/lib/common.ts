@@ -4,6 +4,13 @@ import { readFileSync } from 'node:fs';
 import { availableParallelism, cpus, loadavg, release, totalmem } from 'node:os';
 import { createHistogram, performance, type RecordableHistogram } from 'node:perf_hooks';
 
+// A reader that stops early (`npm run bench | head`) closes the pipe: end quietly, as Unix tools
+// do, instead of dying on an unhandled EPIPE with a stack trace.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code !== 'EPIPE') throw err;
+  process.exit(0);
+});
+
 // ---------------------------------------------------------------------------------------------
 // Command line: `--name value`, `--name=value`, boolean `--flag`. Unknown options are an error.
 

@@ -1,4 +1,4 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -99,4 +99,16 @@ it('bench:commit runs the group commit alone and reports its costs', async () =>
   expect(result).toMatchObject({ bench: 'send-commit', flushes: 40, batch: 8, rejected: 0 });
   expect(result.messages_per_s).toBeGreaterThan(0);
   expect(Object.keys(result.seq_scans_per_call).sort()).toEqual(['conversation_keys', 'conversation_members', 'conversations', 'messages']);
+}, 150_000);
+
+// `npm run bench | head`: the reader goes away after the first lines; the bench ends quietly.
+it('a bench whose reader closes the pipe early exits 0 without an EPIPE trace', async () => {
+  const root = new URL('../../', import.meta.url).pathname;
+  const child = spawn(process.execPath, ['--import', 'tsx', 'bench/micro.ts', '--time', '20'], { cwd: root, env: { ...process.env, CRYPTO_POOL_SIZE: '1' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  child.stdout.once('data', () => child.stdout.destroy()); // like `head -1`
+  const [code, signal] = await new Promise<[number | null, string | null]>((resolve) => child.once('exit', (c, s) => resolve([c, s])));
+  expect({ code, signal }).toEqual({ code: 0, signal: null });
+  expect(stderr).not.toMatch(/EPIPE|Error/);
 }, 150_000);
