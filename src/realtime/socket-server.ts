@@ -183,8 +183,10 @@ export class SocketServer {
 
   #replyError(ws: WebSocket<SocketData>, data: SocketData, requestId: string | number | undefined, err: unknown): void {
     const reply = errorReply(err, this.#o.logger, String(requestId ?? ''), this.#o.onUnavailable);
-    const error = (reply.body as { error: unknown }).error;
-    this.#reply(ws, data, { type: 'error', request_id: requestId ?? null, error });
+    const error = (reply.body as { error: object }).error;
+    // What HTTP says in Retry-After, the frame says in `retry_after` (seconds).
+    const retryAfter = err instanceof ApiError ? err.retryAfterS : undefined;
+    this.#reply(ws, data, { type: 'error', request_id: requestId ?? null, error: retryAfter === undefined ? error : { ...error, retry_after: retryAfter } });
   }
 
   /** Closes every socket with 1001 (going away), for shutdown. */

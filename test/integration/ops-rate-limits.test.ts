@@ -83,6 +83,8 @@ describe('send limit (RATE_LIMIT_SEND_PER_MIN=5)', () => {
     // 6th: over the socket
     const limited = await socketSend(sock, 's6', d, 'mixed socket 6');
     expect(limited).toMatchObject({ type: 'error', request_id: 's6', error: { code: 'rate_limited' } });
+    // as HTTP's Retry-After: whole seconds until the window lets it through, within the minute
+    expect(Number.isInteger(limited.error.retry_after) && limited.error.retry_after >= 1 && limited.error.retry_after <= 60, JSON.stringify(limited)).toBe(true);
     // 7th: over HTTP
     expectRateLimited(await httpSend(srv, a, d, 'mixed http 7'));
     // the socket stays open and usable
@@ -130,7 +132,7 @@ describe('typing limit (RATE_LIMIT_TYPING_PER_MIN=3)', () => {
     for (let i = 1; i <= 3; i++) sa.send({ type: 'typing', request_id: `ty${i}`, conversation_id: d });
     sa.send({ type: 'typing', request_id: 'ty4', conversation_id: d });
     const err = await sa.next((f) => f.request_id === 'ty4');
-    expect(err).toMatchObject({ type: 'error', error: { code: 'rate_limited' } });
+    expect(err).toMatchObject({ type: 'error', error: { code: 'rate_limited', retry_after: expect.any(Number) } });
     await sleep(300);
     expect(sb.frames.filter((f) => f.type === 'typing' && f.conversation_id === d)).toHaveLength(3);
     expect(sa.frames.filter((f) => f.type === 'error' && ['ty1', 'ty2', 'ty3'].includes(f.request_id))).toEqual([]);
