@@ -27,6 +27,28 @@ export type MessageFields = Pick<
   'id' | 'conversation_id' | 'sender_id' | 'seq' | 'content_type' | 'reply_to_id' | 'client_message_id' | 'signature' | 'created_at' | 'updated_at' | 'edited_at' | 'deleted_at'
 >;
 
+/**
+ * The fields a message is rendered from, copied out of a database row by name: one object shape
+ * for every row (a rest copy `{ content, nonce, tag, ...row }` of pg's rows cost more per message
+ * than its decryption), without the ciphertext, nonce and tag that cached pages need not keep.
+ */
+export function messageFields(r: MessageFields): MessageFields {
+  return {
+    id: r.id,
+    conversation_id: r.conversation_id,
+    sender_id: r.sender_id,
+    seq: r.seq,
+    content_type: r.content_type,
+    reply_to_id: r.reply_to_id,
+    client_message_id: r.client_message_id,
+    signature: r.signature,
+    created_at: r.created_at,
+    updated_at: r.updated_at,
+    edited_at: r.edited_at,
+    deleted_at: r.deleted_at,
+  };
+}
+
 /** A message row after decryption, without its ciphertext: what pages are built (and cached) from. */
 export interface DecryptedRow {
   row: MessageFields;

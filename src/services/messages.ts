@@ -28,7 +28,7 @@ import { sqlState, withTransaction } from '../db/transaction.js';
 import type { RateLimits } from './rate-limiter.js';
 import type { ConversationService } from './conversations.js';
 import type { CachedPage, HistoryCache } from './history-cache.js';
-import { ReceiptView, statusAcross, toMessage, type DecryptedRow, type Message } from './message-view.js';
+import { ReceiptView, messageFields, statusAcross, toMessage, type DecryptedRow, type Message } from './message-view.js';
 
 export const CONTENT_TYPES = ['text', 'markdown', 'json', 'image', 'file', 'audio', 'video'] as const;
 export type ContentType = (typeof CONTENT_TYPES)[number];
@@ -295,7 +295,7 @@ export class MessageService {
     });
     const plaintexts = await this.#o.cipher.open(jobs);
     return rows.map((r, i) => {
-      const { content: _c, nonce: _n, tag: _t, ...row } = r;
+      const row = messageFields(r);
       if (r.deleted_at) return { row, content: null, integrityError: false };
       const j = jobIndex[i];
       const plain = j === undefined ? null : plaintexts[j];
