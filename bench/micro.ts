@@ -166,6 +166,8 @@ for (const size of [256, 4096, 65536]) {
 {
   const { SearchKeys } = await import('../src/keys/search-keys.js');
   const { searchWords } = await import('../src/crypto/search-tokens.js');
+  const { packTokenReply, readTokenReply } = await import('../src/crypto/token-tasks.js');
+  const replyLists = Array.from({ length: 16 }, () => Array.from({ length: 44 }, () => randomBytes(16)));
   const search = new SearchKeys(keyring);
   const english = 'The quick brown fox jumps over the lazy dog while the server encrypts every message at rest; '.repeat(3).slice(0, 256);
   const mixed = 'Grüße aus Köln! Привет, мир. 我爱北京天安门 東京タワー 🎉 party tonight at 8, bring snacks and the good mood '.repeat(2).slice(0, 256);
@@ -182,6 +184,9 @@ for (const size of [256, 4096, 65536]) {
     })
     .add('query tokens, 2 words × 100 conversations', () => {
       search.queryTokens(Array.from({ length: 100 }, (_, i) => `0b8f6c2e-3d4a-4c1e-9a57-2f1d6b8e9c${String(i).padStart(2, '0')}`), ['quick', 'fox']);
+    })
+    .add("worker's token reply, 16 messages × 44 tokens (pack + read)", () => {
+      readTokenReply(packTokenReply(replyLists), replyLists.length);
     });
   await bench.run();
   report('search indexing', bench);
