@@ -113,7 +113,11 @@ export class KeyJobs {
     return rows[0]!.n;
   }
 
-  /** Decrypts a batch; returns plaintexts (null on failure) and audits the successes. */
+  /**
+   * Decrypts a batch; returns plaintexts (null on failure) and audits the successes — written
+   * before the plaintexts are used, so a job killed after committing a batch (or writing it out)
+   * has left its audit rows: one insert per batch, nothing for the log's timer to lose.
+   */
   async #open(rows: MessageRow[], purpose: 'reencrypt' | 'verify' | 'export' | 'reindex'): Promise<(Buffer | null)[]> {
     const jobs = rows.map((r) => ({ key: keyRefOf(r), aad: aadOf(r), nonce: r.nonce ?? Buffer.alloc(0), ciphertext: r.content ?? Buffer.alloc(0), tag: r.tag ?? Buffer.alloc(0) }));
     const known = jobs.flatMap((j, i) => (j.key ? [{ i, job: { ...j, key: j.key } }] : []));
@@ -125,6 +129,7 @@ export class KeyJobs {
       if (plain[i]) served.set(r.conversation_id, (served.get(r.conversation_id) ?? 0) + 1);
     });
     for (const [conversationId, count] of served) this.#o.audit.record(null, conversationId, count, purpose, null);
+    await this.#o.audit.flush();
     return plain;
   }
 
