@@ -171,7 +171,6 @@ export class KeyJobs {
       done += rows.length;
       progress.update(done, report.total);
     });
-    await this.#o.audit.flush();
     progress.finish(done, report.total);
     return report;
   }
@@ -220,7 +219,6 @@ export class KeyJobs {
       report.checked += rows.length;
       progress.update(report.checked, total);
     });
-    await this.#o.audit.flush();
     progress.finish(report.checked, total);
     const { rows } = await this.#o.pool.query<{ fingerprint: string; needed: boolean }>(
       `SELECT k.master_key_fingerprint AS fingerprint,
@@ -285,7 +283,6 @@ export class KeyJobs {
       },
       from,
     );
-    await this.#o.audit.flush();
     progress.finish(done, result.total);
     return result;
   }
@@ -323,7 +320,6 @@ export class KeyJobs {
       },
       from,
     );
-    await this.#o.audit.flush();
     return { exported: count, total };
   }
 }

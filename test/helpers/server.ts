@@ -82,16 +82,22 @@ export async function signIn(baseUrl: string, wallet: TestWallet = newWallet()):
 }
 
 /**
- * Two instances on one database and one Redis (REDIS_URL, else the local default), each
- * answering /readyz 200 (connected to Redis: until then rate limits count locally).
+ * Two instances on one database and one Redis (`env.REDIS_URL`, else REDIS_URL, else the local
+ * default), returned once both answer /readyz 200. An instance listens before its Redis
+ * connection is up (it works alone without Redis): until then rate limits count locally,
+ * events published are dropped (best-effort), and a Redis Cluster client, still learning the
+ * slot map, refuses commands — so tests start on ready instances, not listening ones.
  */
 export async function startRedisPair(env: Record<string, string> = {}): Promise<[TestServer, TestServer]> {
-  const redisUrl = process.env.REDIS_URL || 'redis://127.0.0.1:6379';
-  const a = await startTestServer({ env: { ...env, REDIS_URL: redisUrl } });
-  const b = await startTestServer({ env: { ...env, REDIS_URL: redisUrl }, database: a.database });
+  const withRedis = { REDIS_URL: process.env.REDIS_URL || 'redis://127.0.0.1:6379', ...env };
+  const a = await startTestServer({ env: withRedis });
+  const b = await startTestServer({ env: withRedis, database: a.database });
   for (const s of [a, b]) {
-    const deadline = Date.now() + 10_000;
-    while ((await fetch(`${s.baseUrl}/readyz`)).status !== 200 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    const deadline = Date.now() + 20_000;
+    while ((await fetch(`${s.baseUrl}/readyz`)).status !== 200) {
+      if (Date.now() > deadline) throw new Error(`${s.baseUrl}/readyz is not 200 after 20 s (Redis at ${withRedis.REDIS_URL})`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
   }
   return [a, b];
 }

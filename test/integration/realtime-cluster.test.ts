@@ -6,7 +6,7 @@
 // disturbed).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startRedis, startRedisCluster, type ThrowawayRedis, type ThrowawayRedisCluster } from '../helpers/redis-server.js';
-import { signIn, startTestServer, type SignedInUser, type TestServer } from '../helpers/server.js';
+import { signIn, startRedisPair, startTestServer, type SignedInUser, type TestServer } from '../helpers/server.js';
 import { openSocket, type TestSocket } from '../helpers/socket.js';
 
 // ---------------------------------------------------------------- local helpers
@@ -90,18 +90,8 @@ async function waitUntil(cond: () => boolean | Promise<boolean>, timeoutMs: numb
   }
 }
 
-/**
- * Two instances on one database and one Redis, returned once both are ready. An instance listens
- * before its Redis connection is up (it works alone without Redis) and is not ready until it is; a
- * cluster client's first slot refresh can take seconds on a loaded machine, and events published
- * before then are dropped (best-effort), so tests start on ready instances.
- */
-async function startPair(redisUrl: string): Promise<[TestServer, TestServer]> {
-  const a = await startTestServer({ env: { REDIS_URL: redisUrl } });
-  const b = await startTestServer({ env: { REDIS_URL: redisUrl }, database: a.database });
-  await waitUntil(async () => (await readyz(a)) === 200 && (await readyz(b)) === 200, 20_000, 'both instances to be ready');
-  return [a, b];
-}
+/** Two instances on one database and the given Redis, both ready (test/helpers/server.ts). */
+const startPair = (redisUrl: string) => startRedisPair({ REDIS_URL: redisUrl });
 
 /** Sends through `sender`'s instance every 200 ms (up to ~15 s) until one of them reaches `sock`; returns whether one did. */
 async function pollUntilDelivered(sender: SignedInUser, conversationId: string, sock: TestSocket, label: string, timeoutMs = 15_000): Promise<boolean> {
