@@ -17,8 +17,7 @@ import { KeyJobs, type Progress, type ReencryptReport } from '../services/key-jo
  * Progress on stderr: the first update at once (the job has started: 0/total), then at most once a
  * second: done / total, rate and time left.
  */
-export function progressPrinter(label: string, stream: NodeJS.WritableStream = process.stderr, clock: () => number = () => performance.now()): Progress {
-  const now = clock;
+export function progressPrinter(label: string, stream: NodeJS.WritableStream = process.stderr, now: () => number = () => performance.now()): Progress {
   const started = now();
   // Not 0: performance.now() counts from the process's start, so a job that began within its first
   // second would have had its opening line swallowed.
